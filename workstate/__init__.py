@@ -1,0 +1,83 @@
+"""workstate: the lifecycle of a sandbox work item as a pure, I/O-free state machine.
+
+The public names live here; the logic lives in the private modules named in each docstring.
+"""
+
+from workstate._engine import allowed_operations, mermaid
+from workstate._errors import (
+    HEARTBEAT_PRECONDITION_FAILED,
+    IllegalMoveError,
+    InvalidInputError,
+    LeaseState,
+    NotFoundError,
+    PreconditionFailedError,
+    WorkstateError,
+)
+from workstate._invariants import Violation, invariant_violations
+from workstate._profile import ANTHROPIC, PROFILES, QODER, Precision, Profile
+from workstate._records import HeartbeatResult, WorkData
+from workstate._table import MOVES, LeaseEffect, Move, Operation, Rule, Stamp, State
+from workstate._time import (
+    ManualClock,
+    SystemClock,
+    ensure_utc,
+    format_time,
+    parse_time,
+    to_pendulum,
+)
+from workstate._wire import (
+    WORK_KEYS,
+    error_from_json,
+    heartbeat_from_json,
+    heartbeat_to_json,
+    lease_state_from_json,
+    work_from_json,
+    work_to_json,
+)
+from workstate._work import NO_HEARTBEAT, Work, WorkBody
+
+__all__ = [
+    "ANTHROPIC",
+    "HEARTBEAT_PRECONDITION_FAILED",
+    "MOVES",
+    "NO_HEARTBEAT",
+    "PROFILES",
+    "QODER",
+    "WORK_KEYS",
+    "HeartbeatResult",
+    "IllegalMoveError",
+    "InvalidInputError",
+    "LeaseEffect",
+    "LeaseState",
+    "ManualClock",
+    "Move",
+    "NotFoundError",
+    "Operation",
+    "Precision",
+    "PreconditionFailedError",
+    "Profile",
+    "Rule",
+    "Stamp",
+    "State",
+    "SystemClock",
+    "Violation",
+    "Work",
+    "WorkBody",
+    "WorkData",
+    "WorkstateError",
+    "allowed_operations",
+    "ensure_utc",
+    "error_from_json",
+    "format_time",
+    "heartbeat_from_json",
+    "heartbeat_to_json",
+    "invariant_violations",
+    "lease_state_from_json",
+    "mermaid",
+    "parse_time",
+    "to_pendulum",
+    "work_from_json",
+    "work_to_json",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,125 @@
+"""The engine: the only module that imports ``transitions``.
+
+Theory of operation
+-------------------
+:func:`machine` builds one ``transitions.Machine`` from :data:`~workstate._table.MOVES`, once
+per process (``transitions`` decorates every model it serves, costing tens of kilobytes and
+microseconds per object, so it never serves an item).  It is configured strictly: no automatic
+``to_<state>`` moves, invalid triggers raise, and a conditional row carries its profile flag as
+a ``transitions`` condition.
+
+The hot path does not call into ``transitions``: :func:`lookup` compiles, per profile, a plain
+dict from (state, operation) to the table's :class:`~workstate._table.Move`, read *out of the
+machine* (its events, sources, destinations and conditions), so the engine and the lookup
+cannot drift apart.  :func:`fire` drives the machine itself for one pair, which the exhaustive
+tests use to prove the machine, the lookup and the table agree.  :func:`mermaid` draws the
+diagram in ``docs/lifecycle.md`` from the same table.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from transitions import Machine, MachineError
+
+from workstate._profile import Profile
+from workstate._table import MOVES, Move, Operation, Rule, State
+
+__all__ = ["allowed_operations", "fire", "lookup", "machine", "mermaid"]
+
+
+@functools.cache
+def machine() -> Machine:
+    """The process's single ``transitions`` machine, built from the table on first use."""
+    m = Machine(
+        model=None,
+        states=list(State),
+        initial=None,
+        auto_transitions=False,
+        ignore_invalid_triggers=False,
+        send_event=False,
+    )
+    for move in MOVES:
+        m.add_transition(
+            trigger=move.operation.value,
+            source=move.source,
+            dest=move.target,
+            conditions=[move.when.value] if move.when is not None else None,
+        )
+    return m
+
+
+def _index() -> dict[tuple[State, Operation, State, Rule | None], Move]:
+    return {(mv.source, mv.operation, mv.target, mv.when): mv for mv in MOVES}
+
+
+@functools.cache
+def lookup(profile: Profile) -> Mapping[tuple[State, Operation], Move]:
+    """The legal moves under ``profile``, keyed by (state, operation), read from the machine."""
+    index = _index()
+    table: dict[tuple[State, Operation], Move] = {}
+    for operation in Operation:
+        event = machine().events[operation.value]
+        for source_name, candidates in event.transitions.items():
+            source = State[source_name]
+            for candidate in candidates:
+                conditions = candidate.conditions
+                rule = Rule(conditions[0].func) if conditions else None
+                if rule is not None and getattr(profile, rule.value) is not conditions[0].target:
+                    continue
+                target = State[candidate.dest] if candidate.dest is not None else source
+                table[(source, operation)] = index[(source, operation, target, rule)]
+    return MappingProxyType(table)
+
+
+@functools.cache
+def allowed_operations(profile: Profile, state: State) -> tuple[Operation, ...]:
+    """The operations legal in ``state`` under ``profile``, in declaration order."""
+    moves = lookup(profile)
+    return tuple(op for op in Operation if (state, op) in moves)
+
+
+class _Probe:
+    """A throwaway model for :func:`fire`: the profile's flags as attributes."""
+
+    state: State
+    trigger: Callable[[str], bool]
+
+    def __init__(self, profile: Profile) -> None:
+        for rule in Rule:
+            setattr(self, rule.value, getattr(profile, rule.value))
+
+
+def fire(profile: Profile, state: State, operation: Operation) -> State | None:
+    """Drive the ``transitions`` machine for one pair: the state it leads to, or None if illegal.
+
+    For tests and tools, never the hot path: it attaches and detaches a model each call.
+    """
+    probe = _Probe(profile)
+    m = machine()
+    m.add_model(probe, initial=state)
+    try:
+        moved = probe.trigger(operation.value)
+    except MachineError:
+        return None
+    finally:
+        m.remove_model(probe)
+    return probe.state if moved else None
+
+
+def mermaid() -> str:
+    """The Mermaid state diagram of the table (one edge per row; conditional rows say so)."""
+    lines = ["stateDiagram-v2", "    [*] --> queued: create"]
+    for mv in MOVES:
+        if mv.operation is Operation.UPDATE_METADATA:
+            continue  # legal in every state and never moves: said once in prose, not drawn
+        label = mv.operation.value
+        if not mv.changes:
+            label += " (no change)"
+        if mv.when is not None:
+            label += f" [if {mv.when.value}]"
+        lines.append(f"    {mv.source.value} --> {mv.target.value}: {label}")
+    lines.append("    stopped --> [*]")
+    return "\n".join(lines) + "\n"
