@@ -119,7 +119,7 @@ def mermaid() -> str:
         if not mv.changes:
             label += " (no change)"
         if mv.when is not None:
-            label += f" [if {mv.when.value}]"
+            label += f" if {mv.when.value}"
         lines.append(f"    {mv.source.value} --> {mv.target.value}: {label}")
     lines.append("    stopped --> [*]")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,8 @@ profile with :func:`attrs.evolve` or by calling :class:`Profile` directly.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import attrs
 
@@ -118,5 +120,5 @@ QODER = Profile(
 )
 """Qoder Cloud Agents' reference behaviour."""
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (ANTHROPIC, QODER)}
+PROFILES: Mapping[str, Profile] = MappingProxyType({p.name: p for p in (ANTHROPIC, QODER)})
 """The shipped profiles by name."""

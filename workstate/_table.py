@@ -70,7 +70,7 @@ class LeaseEffect(enum.Enum):
     EXTEND = "extend"
     """A new deadline at ``now + ttl`` and a new ``last_heartbeat`` token (heartbeat)."""
     END = "end"
-    """No deadline any more; the token and TTL stay for later reads (stopped)."""
+    """No deadline and no pending delivery any more; the token and TTL stay for later reads."""
     RELEASE = "release"
     """Everything of this attempt is forgotten: deadline, token, TTL, delivery (expiry)."""
 

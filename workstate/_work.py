@@ -620,7 +620,7 @@ class Work:
             attempt += 1
             d_at, d_to = None, delivered_to if delivered_to is not None else d_to
         elif lease is LeaseEffect.END:
-            deadline = None
+            deadline = d_at = None  # a stopped item awaits no ack either
         else:  # LeaseEffect.RELEASE
             token = ttl_seconds = deadline = None
             d_at = d_to = None

@@ -1,0 +1,37 @@
+"""Shared test set-up: Hypothesis profiles and common times."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "thorough",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    """T0 plus ``seconds``."""
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def t0() -> dt.datetime:
+    return T0

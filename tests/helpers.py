@@ -1,0 +1,39 @@
+"""Builders shared by the core tests: a work item in each state, by legal operations only."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from workstate import ANTHROPIC, NO_HEARTBEAT, Profile, State, Work
+
+T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    """T0 plus ``seconds``."""
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def new(profile: Profile = ANTHROPIC, **kw: object) -> Work:
+    return Work.create(
+        id="work_1", environment_id="env_1", session_id="sesn_1", now=T0, profile=profile, **kw
+    )
+
+
+def in_state(state: State, profile: Profile = ANTHROPIC, *, beat: bool = True) -> Work:
+    """An item in ``state`` at time 10 s at the latest; ``beat`` adds a heartbeat before a stop."""
+    w = new(profile)
+    if state is State.QUEUED:
+        return w
+    w = w.ack(at(1))
+    if state is State.STARTING:
+        return w
+    if state is State.STOPPED and not beat:
+        return w.stop(at(3), force=True)
+    w, _ = w.heartbeat(at(2), expected_last_heartbeat=NO_HEARTBEAT)
+    if state is State.ACTIVE:
+        return w
+    w = w.stop(at(3))
+    if state is State.STOPPING:
+        return w
+    return w.stop(at(4))
