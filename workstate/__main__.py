@@ -51,7 +51,7 @@ def demo(argv: Sequence[str]) -> int:
     show("create", w.to_json())
     w = w.deliver(at(0.5), worker_id="worker-1")
     show("poll", w.to_json(include_secret=True))
-    w = w.ack(at(1))
+    w = w.ack(at(1), worker_id="worker-1")
     show("ack", w.to_json())
     w, beat = w.heartbeat(at(1.25), expected_last_heartbeat=NO_HEARTBEAT)
     show("heartbeat", beat.to_json())
