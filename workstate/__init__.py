@@ -4,6 +4,7 @@ The public names live here; the logic lives in the private modules named in each
 """
 
 from workstate._engine import allowed_operations, mermaid
+from workstate._environment import Environment, QueueStats, WorkPage
 from workstate._errors import (
     HEARTBEAT_PRECONDITION_FAILED,
     IllegalMoveError,
@@ -44,6 +45,7 @@ __all__ = [
     "PROFILES",
     "QODER",
     "WORK_KEYS",
+    "Environment",
     "HeartbeatResult",
     "IllegalMoveError",
     "InvalidInputError",
@@ -56,6 +58,7 @@ __all__ = [
     "Precision",
     "PreconditionFailedError",
     "Profile",
+    "QueueStats",
     "Rule",
     "Stamp",
     "State",
@@ -64,6 +67,7 @@ __all__ = [
     "Work",
     "WorkBody",
     "WorkData",
+    "WorkPage",
     "WorkstateError",
     "allowed_operations",
     "ensure_utc",

@@ -1,0 +1,727 @@
+"""``Environment``: the server-side authority over every work item of one environment.
+
+Theory of operation
+-------------------
+An :class:`Environment` holds one :class:`~workstate.Work` record per item and a few indexes
+over them.  It never decides a state itself: every change goes through the item's own
+operation (``deliver``, ``ack``, ``heartbeat``, ``stop``, ``expire``, ``update_metadata``),
+which applies a row of the table of moves.  What the environment adds is *which* item a poll
+hands out, *when* a lease lapses and *when* an unacknowledged delivery may be handed out again.
+
+Time.  Every call takes ``now``; a ``now`` earlier than the latest one seen is rejected (400,
+key ``now``).  Each accepted call first lets time pass up to ``now``: every lease whose
+deadline has passed is expired (spec §5) and every redelivery window that has elapsed is
+closed.  An expiry is stamped at the first instant after the deadline (``deadline + 1 µs``),
+not at the time somebody happened to look, so the records never depend on how often, or by
+which call, the environment was consulted: an ``expire_due`` sweep every second and a lone
+``get`` an hour later produce the same history.
+
+Each item is in exactly one of four classes, and two counters follow the first two:
+
+* *ready* — ``queued`` and deliverable now (``depth``);
+* *pending* — ``queued``, delivered by a poll and still inside that poll's redelivery window
+  (``pending``);
+* *leased* — ``starting``, ``active`` or ``stopping``;
+* *stopped*.
+
+Indexes (all heaps use lazy deletion: an entry is checked against the item when it reaches the
+top, and skipped when it no longer describes the item):
+
+* ``_order``: the items by creation, append-only; the creation sequence number is the index,
+  so a list cursor is a sequence number and a page is a slice.
+* ``_ready``: a heap of sequence numbers of ready items, so a poll hands out the oldest by
+  creation even when an item comes back from an expired lease long after younger items were
+  queued.  An item has at most one entry (a flag on its slot says so), and an entry whose item
+  left and came back is valid again, at the same place, because the key never changes.
+* ``_queued``: the same for every ``queued`` item (ready or pending): its top gives
+  ``oldest_queued_at`` (sequence order is ``created_at`` order, since time never goes back).
+* ``_windows``: a heap of (window end, sequence) for pending items; when a window ends the item
+  becomes ready.  The window is the one chosen by the poll that delivered the item (spec §3;
+  boundary inclusive: delivered at *t* with window *w*, deliverable again at *t + w*).
+* ``_leases``: a heap of (deadline, sequence); every ack and heartbeat pushes the new deadline
+  and the old entry goes stale.
+* ``_polls``/``_pollers``: the named workers' latest polls, trimmed to the last 30 s.
+
+Every call therefore costs O(log n) amortised (each heap entry is pushed by one earlier call
+and popped at most once; the two heaps that collect stale entries are rebuilt when more than
+half of them are stale), and ``expire_due`` O(k log n) for k expired items.  Nothing scans all
+items.  ``benchmarks/environment.py`` measures it.
+
+Rejections.  Arguments that can be checked alone (``block_ms``, ``limit``, a cursor, ...) are
+checked before anything happens.  A call refused later (404, 409, 412, a bad metadata patch)
+changes nothing it asked for; the time it carried still counts as seen, since expiries due by
+then have been applied (they depend only on time, so applying them early or late gives the
+same records).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import datetime as _dt
+import hashlib
+import heapq
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
+from workstate._profile import ANTHROPIC, Precision, Profile
+from workstate._records import HeartbeatResult, WorkData
+from workstate._table import State
+from workstate._time import UTC, ensure_utc, format_time
+from workstate._work import Work
+
+__all__ = ["Environment", "QueueStats", "WorkPage"]
+
+_QUEUED, _STOPPED = State.QUEUED, State.STOPPED
+_ONE_MICROSECOND = _dt.timedelta(microseconds=1)
+_POLL_WINDOW = _dt.timedelta(seconds=30)
+_FOREVER = _dt.datetime.max.replace(tzinfo=UTC)
+_MAX_PAGE = 1000
+_COMPACT_SLACK = 1024  # a stale-heavy heap is rebuilt only past this many spare entries
+_B62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Each byte of a digest becomes one base-62 digit (byte % 62): a table lookup in C.  The slight
+# bias towards the first eight digits does not matter for ids that need only look random.
+_TO_B62 = bytes(_B62[b % 62] for b in range(256))
+_ID_DIGITS = 24
+_CURSOR = struct.Struct(">QI")  # creation sequence number, CRC-32 of the environment id
+
+
+@attrs.frozen(kw_only=True)
+class QueueStats:
+    """The queue's statistics, as ``GET .../work/stats`` returns them (spec §1)."""
+
+    depth: int
+    """Queued items that a poll could hand out now."""
+    pending: int
+    """Items delivered by a poll, not acked, still inside that poll's redelivery window."""
+    oldest_queued_at: _dt.datetime | None
+    """The oldest ``created_at`` among queued and pending items; None when there are none."""
+    workers_polling: int | None
+    """Distinct worker ids that polled in the last 30 s; None when no poll ever named one."""
+    precision: Precision = Precision.MICROSECONDS
+    """How :meth:`to_json` writes ``oldest_queued_at`` (the profile's lifecycle precision, the
+    same as the items' ``created_at``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The API shape: ``{"type": "work_queue_stats", "depth", "pending", ...}``."""
+        oldest = self.oldest_queued_at
+        return {
+            "type": "work_queue_stats",
+            "depth": self.depth,
+            "pending": self.pending,
+            "oldest_queued_at": None if oldest is None else format_time(oldest, self.precision),
+            "workers_polling": self.workers_polling,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class WorkPage:
+    """One page of a listing: items oldest first and the cursor of the next page."""
+
+    data: tuple[Work, ...]
+    """The items on this page, oldest (by creation) first."""
+    next_page: str | None
+    """The opaque cursor to pass as ``page`` for the next page; None on the last page."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The API shape: ``{"data": [work...], "next_page": ...}`` (secrets are never written)."""
+        return {"data": [w.to_json() for w in self.data], "next_page": self.next_page}
+
+
+class _Slot:
+    """One item's place in the environment: its current record and its index bookkeeping."""
+
+    __slots__ = ("in_queued", "in_ready", "seq", "window_until", "work")
+
+    def __init__(self, work: Work, seq: int) -> None:
+        self.work = work
+        self.seq = seq
+        # The end of the redelivery window while the item is pending; None otherwise.
+        self.window_until: _dt.datetime | None = None
+        # Whether ``_ready`` / ``_queued`` hold an entry for this item (valid or stale).
+        self.in_ready = False
+        self.in_queued = False
+
+
+def _check_worker_id(worker_id: object) -> str | None:
+    if worker_id is None or (type(worker_id) is str and worker_id):
+        return worker_id
+    raise InvalidInputError(
+        f"worker_id must be a non-empty string or None, got {worker_id!r}",
+        key="worker_id",
+        expected="a non-empty string, or None for an anonymous worker",
+        got=worker_id,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Environment:
+    """The server-side authority over the work items of one environment (spec §1-§5, §7, §8).
+
+    Pure: every call takes ``now`` (a timezone-aware datetime, never earlier than the latest
+    one seen); nothing reads a clock, sleeps or starts a thread.  **Not thread-safe**: an
+    adapter that serves concurrent requests (such as the mock server) must serialise the calls,
+    e.g. with one lock per environment.
+
+    Ids are generated in the API's style (``work_``/``sesn_`` and 24 base-62 characters) by a
+    deterministic generator keyed by ``seed`` (default: the environment id), so two runs with
+    the same inputs hand out the same ids, and a rejected ``create`` uses none up.  Pass
+    ``id_factory(prefix) -> id`` to choose them yourself (it is called before the new item's
+    inputs are checked, so a rejected ``create`` may have taken ids from it).
+
+    A rejected call raises a :class:`~workstate.WorkstateError` and changes nothing it asked
+    for; the time it carried still counts as seen (see the module's theory of operation).
+
+    >>> import datetime as dt
+    >>> t0 = dt.datetime(2026, 7, 1, 8, 0, tzinfo=dt.timezone.utc)
+    >>> env = Environment("env_demo")
+    >>> item = env.create(t0, session_id="sesn_1", work_id="work_1")
+    >>> env.poll(t0, worker_id="w1").id
+    'work_1'
+    >>> env.poll(t0, worker_id="w2") is None  # handed out, not acked: hidden for 5 s
+    True
+    >>> env.ack("work_1", t0, worker_id="w1").state.value
+    'starting'
+    >>> stats = env.stats(t0)
+    >>> stats.depth, stats.pending, stats.workers_polling
+    (0, 0, 2)
+    """
+
+    def __init__(
+        self,
+        environment_id: str,
+        *,
+        profile: Profile = ANTHROPIC,
+        id_factory: Callable[[str], str] | None = None,
+        seed: int | str | bytes | None = None,
+    ) -> None:
+        if (
+            type(environment_id) is not str
+            or not environment_id.startswith("env_")
+            or len(environment_id) <= len("env_")
+        ):
+            raise InvalidInputError(
+                f"environment_id must be a string starting with 'env_', got {environment_id!r}",
+                key="environment_id",
+                expected="a string starting with 'env_'",
+                got=environment_id,
+            )
+        if not isinstance(profile, Profile):
+            raise InvalidInputError(
+                f"profile must be a Profile, got {type(profile).__name__}",
+                key="profile",
+                expected="a workstate.Profile, e.g. workstate.ANTHROPIC",
+                got=profile,
+            )
+        if seed is not None and not isinstance(seed, (int, str, bytes)):
+            raise InvalidInputError(
+                f"seed must be an int, str or bytes, got {type(seed).__name__}",
+                key="seed",
+                expected="an int, str or bytes",
+                got=seed,
+            )
+        self.environment_id: str = environment_id
+        """The environment's id, ``env_...``."""
+        self.profile: Profile = profile
+        """The behaviour where providers differ; every item follows it."""
+        self._id_factory = id_factory
+        material = repr(environment_id if seed is None else seed).encode()
+        key = hashlib.blake2b(material, digest_size=32).digest()
+        self._id_hash = hashlib.blake2b(key=key, digest_size=_ID_DIGITS)
+        self._id_counter = 0
+        self._cursor_check = zlib.crc32(environment_id.encode())
+        self._now: _dt.datetime | None = None
+        self._slots: dict[str, _Slot] = {}
+        self._order: list[_Slot] = []
+        self._ready: list[int] = []
+        self._queued: list[int] = []
+        self._windows: list[tuple[_dt.datetime, int]] = []
+        self._leases: list[tuple[_dt.datetime, int]] = []
+        self._depth = 0
+        self._pending = 0
+        self._leased = 0
+        self._polls: deque[tuple[_dt.datetime, str]] = deque()
+        self._pollers: dict[str, _dt.datetime] = {}
+        self._named_poll_seen = False
+
+    # ------------------------------------------------------------------ container protocol
+    def __len__(self) -> int:
+        """How many items the environment holds (every state, ``stopped`` included)."""
+        return len(self._order)
+
+    def __contains__(self, work_id: object) -> bool:
+        """Whether an item with this id exists."""
+        return type(work_id) is str and work_id in self._slots
+
+    def __repr__(self) -> str:
+        return (
+            f"<Environment {self.environment_id} profile={self.profile.name} "
+            f"items={len(self._order)} depth={self._depth} pending={self._pending}>"
+        )
+
+    @property
+    def latest_now(self) -> _dt.datetime | None:
+        """The latest ``now`` a call has passed (None before the first call).
+
+        A call with an earlier ``now`` is rejected.
+        """
+        return self._now
+
+    # ------------------------------------------------------------------ operations
+    def create(
+        self,
+        now: _dt.datetime,
+        *,
+        session_id: str | None = None,
+        data: WorkData | None = None,
+        metadata: Mapping[str, str] | None = None,
+        secret: str | None = None,
+        work_id: str | None = None,
+    ) -> Work:
+        """A new ``queued`` item created at ``now``, deliverable at once.
+
+        Ids are generated unless given (``session_id`` only when ``data`` is not given either).
+        A ``work_id`` that already exists is 409.
+        """
+        if work_id is not None:
+            if type(work_id) is not str or not work_id.startswith("work_") or work_id == "work_":
+                raise InvalidInputError(
+                    f"work_id must be a string starting with 'work_', got {work_id!r}",
+                    key="work_id",
+                    expected="a string starting with 'work_', or None for a generated id",
+                    got=work_id,
+                )
+            if work_id in self._slots:
+                raise self._duplicate(work_id)
+        now = self._begin(now)
+        counter = self._id_counter
+        if work_id is None:
+            work_id, counter = self._new_id("work_", counter)
+            while work_id in self._slots:
+                if self._id_factory is not None:
+                    raise self._duplicate(work_id)
+                work_id, counter = self._new_id("work_", counter)
+        if session_id is None and data is None:
+            session_id, counter = self._new_id("sesn_", counter)
+        work = Work.create(
+            id=work_id,
+            environment_id=self.environment_id,
+            now=now,
+            session_id=session_id,
+            data=data,
+            metadata=metadata,
+            secret=secret,
+            profile=self.profile,
+        )
+        # Only a successful create consumes ids: a rejected one leaves the sequence as it was.
+        self._id_counter = counter
+        slot = _Slot(work, len(self._order))
+        self._order.append(slot)
+        self._slots[work_id] = slot
+        self._enter(slot, None, None)
+        return work
+
+    def poll(
+        self,
+        now: _dt.datetime,
+        *,
+        worker_id: str | None = None,
+        reclaim_older_than_ms: int | None = None,
+        block_ms: int | None = None,
+    ) -> Work | None:
+        """Hand out the oldest deliverable ``queued`` item (by creation), or None.
+
+        The item stays ``queued`` and is hidden from other polls until
+        ``reclaim_older_than_ms`` (default: the profile's, 5000) has passed, boundary
+        inclusive, unless it is acked first.  ``block_ms`` (1-999) is only validated: the pure
+        core never waits, an adapter may.  A named ``worker_id`` counts as polling at ``now``
+        for :meth:`stats`, whether or not anything was handed out.
+
+        The record carries ``secret``: render the answer with ``to_json(include_secret=True)``.
+        """
+        if block_ms is not None and (not _is_int(block_ms) or not 1 <= block_ms <= 999):
+            raise InvalidInputError(
+                f"block_ms must be an integer from 1 to 999, got {block_ms!r}",
+                key="block_ms",
+                expected="an integer from 1 to 999 (milliseconds), or omitted",
+                got=block_ms,
+            )
+        floor = self.profile.min_reclaim_older_than_ms
+        if reclaim_older_than_ms is None:
+            reclaim = self.profile.default_reclaim_older_than_ms
+        elif _is_int(reclaim_older_than_ms) and reclaim_older_than_ms >= floor:
+            reclaim = reclaim_older_than_ms
+        else:
+            raise InvalidInputError(
+                f"reclaim_older_than_ms must be an integer >= {floor}, "
+                f"got {reclaim_older_than_ms!r}",
+                key="reclaim_older_than_ms",
+                expected=f"an integer >= {floor} (milliseconds), or omitted",
+                got=reclaim_older_than_ms,
+            )
+        worker_id = _check_worker_id(worker_id)
+        now = self._begin(now)
+        self._trim_polls(now)
+        if worker_id is not None:
+            self._named_poll_seen = True
+            if self._pollers.get(worker_id) != now:
+                self._pollers[worker_id] = now
+                self._polls.append((now, worker_id))
+        slot = self._pop_ready()
+        if slot is None:
+            return None
+        try:
+            until = now + _dt.timedelta(milliseconds=reclaim)
+        except OverflowError:  # a window past year 9999: never handed out again by time
+            until = _FOREVER
+        work = slot.work.deliver(now, worker_id=worker_id)
+        self._replace(slot, work, until)
+        return work
+
+    def ack(self, work_id: str, now: _dt.datetime, *, worker_id: str | None = None) -> Work:
+        """The worker claims the item: ``queued → starting``, with a lease of the default TTL.
+
+        On ``starting``/``active`` a safe retry that changes nothing.  Under a profile that
+        binds acks to workers, an ack from another worker than the poll's is 409.
+        """
+        worker_id = _check_worker_id(worker_id)
+        now = self._begin(now)
+        slot = self._slot(work_id)
+        self._replace(slot, slot.work.ack(now, worker_id=worker_id))
+        return slot.work
+
+    def heartbeat(
+        self,
+        work_id: str,
+        now: _dt.datetime,
+        *,
+        expected_last_heartbeat: str | None = None,
+        desired_ttl_seconds: int | None = None,
+    ) -> HeartbeatResult:
+        """Keep the item's lease (spec §4); see :meth:`Work.heartbeat <workstate.Work.heartbeat>`.
+
+        A heartbeat that arrives after the lease expired finds the item ``queued`` (412 with
+        ``current_state`` in the ``anthropic`` profile when it carries a timestamp token).
+        """
+        now = self._begin(now)
+        slot = self._slot(work_id)
+        work, result = slot.work.heartbeat(
+            now,
+            expected_last_heartbeat=expected_last_heartbeat,
+            desired_ttl_seconds=desired_ttl_seconds,
+        )
+        self._replace(slot, work)
+        return result
+
+    def stop(self, work_id: str, now: _dt.datetime, *, force: bool = False) -> Work:
+        """Stop the item, gracefully (``force=False``: the worker drains) or at once."""
+        now = self._begin(now)
+        slot = self._slot(work_id)
+        self._replace(slot, slot.work.stop(now, force=force))
+        return slot.work
+
+    def update_metadata(
+        self, work_id: str, now: _dt.datetime, patch: Mapping[str, str | None]
+    ) -> Work:
+        """Merge ``patch`` into the item's metadata (``None`` deletes a key); state unchanged."""
+        now = self._begin(now)
+        slot = self._slot(work_id)
+        # The table's metadata rows keep the state and the lease: no index changes.
+        slot.work = slot.work.update_metadata(now, patch)
+        return slot.work
+
+    def get(self, work_id: str, now: _dt.datetime) -> Work:
+        """The item's current record (its lease expired first if it was due)."""
+        self._begin(now)
+        return self._slot(work_id).work
+
+    def list(self, now: _dt.datetime, *, limit: int = 20, page: str | None = None) -> WorkPage:
+        """One page of items, oldest (by creation) first.
+
+        ``limit`` is 1-1000.  ``page`` is a ``next_page`` from an earlier page: it points just
+        after the last item of that page, so pages stay stable while items change state and
+        new items are created.
+        """
+        if not _is_int(limit) or not 1 <= limit <= _MAX_PAGE:
+            raise InvalidInputError(
+                f"limit must be an integer from 1 to {_MAX_PAGE}, got {limit!r}",
+                key="limit",
+                expected=f"an integer from 1 to {_MAX_PAGE}",
+                got=limit,
+            )
+        start = 0 if page is None else self._decode_cursor(page) + 1
+        self._begin(now)
+        order = self._order
+        end = start + limit
+        data = tuple(slot.work for slot in order[start:end])
+        next_page = self._encode_cursor(end - 1) if end < len(order) else None
+        return WorkPage(data=data, next_page=next_page)
+
+    def stats(self, now: _dt.datetime) -> QueueStats:
+        """The queue's statistics at ``now`` (kept as counters: no scan of the items)."""
+        now = self._begin(now)
+        queued, order = self._queued, self._order
+        while queued and order[queued[0]].work.state is not _QUEUED:
+            order[heapq.heappop(queued)].in_queued = False
+        oldest = order[queued[0]].work.created_at if queued else None
+        self._trim_polls(now)
+        return QueueStats(
+            depth=self._depth,
+            pending=self._pending,
+            oldest_queued_at=oldest,
+            workers_polling=len(self._pollers) if self._named_poll_seen else None,
+            precision=self.profile.lifecycle_precision,
+        )
+
+    def expire_due(self, now: _dt.datetime) -> builtins.list[Work]:
+        """Expire every lease whose deadline passed before ``now`` (spec §5).
+
+        ``starting``/``active`` items go back to the queue, deliverable at once at their place
+        by creation; ``stopping`` items become ``stopped``.  Each expiry is stamped at the
+        first instant after its deadline.  Returns the new records, by deadline.  Every other
+        call applies due expiries first too, so items expired by an earlier call are not
+        returned again.
+        """
+        now = ensure_utc(now)
+        self._check_time(now)
+        self._now = now
+        return self._advance(now, collect=True)
+
+    def next_change_at(self) -> _dt.datetime | None:
+        """The earliest time at which time alone changes something, or None.
+
+        That is when a redelivery window ends (the item becomes deliverable again) or the
+        first instant after a lease deadline (the lease expires).  An adapter that holds a
+        poll open (``block_ms``) can sleep until then.  Reads no clock and changes nothing
+        observable.
+        """
+        order = self._order
+        windows, leases = self._windows, self._leases
+        while windows and order[windows[0][1]].window_until != windows[0][0]:
+            heapq.heappop(windows)
+        while leases and order[leases[0][1]].work.lease_expires_at != leases[0][0]:
+            heapq.heappop(leases)
+        times = []
+        if windows:
+            times.append(windows[0][0])
+        if leases:
+            times.append(leases[0][0] + _ONE_MICROSECOND)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ time
+    def _check_time(self, now: _dt.datetime) -> None:
+        latest = self._now
+        if latest is not None and now < latest:
+            raise InvalidInputError(
+                f"now ({format_time(now)}) is earlier than the latest time this environment "
+                f"has seen ({format_time(latest)}); time never goes back",
+                key="now",
+                expected=f"a time at or after {format_time(latest)}",
+                got=now,
+            )
+
+    def _begin(self, now: _dt.datetime) -> _dt.datetime:
+        """Check ``now`` and let time pass up to it."""
+        if type(now) is not _dt.datetime or now.tzinfo is not UTC:
+            now = ensure_utc(now)
+        self._check_time(now)
+        self._now = now
+        leases, windows = self._leases, self._windows
+        if (leases and leases[0][0] < now) or (windows and windows[0][0] <= now):
+            self._advance(now, collect=False)
+        return now
+
+    def _advance(self, now: _dt.datetime, *, collect: bool) -> builtins.list[Work]:
+        order = self._order
+        windows = self._windows
+        while windows and windows[0][0] <= now:
+            until, seq = heapq.heappop(windows)
+            slot = order[seq]
+            if slot.window_until == until:  # (leaving ``queued`` clears the window)
+                # The window ended: pending → ready.
+                slot.window_until = None
+                self._pending -= 1
+                self._depth += 1
+                self._push_ready(slot)
+        expired: builtins.list[Work] = []
+        leases = self._leases
+        while leases and leases[0][0] < now:
+            deadline, seq = heapq.heappop(leases)
+            slot = order[seq]
+            if slot.work.lease_expires_at == deadline:
+                self._replace(slot, slot.work.expire(deadline + _ONE_MICROSECOND))
+                if collect:
+                    expired.append(slot.work)
+        return expired
+
+    def _trim_polls(self, now: _dt.datetime) -> None:
+        polls, pollers = self._polls, self._pollers
+        horizon = now - _POLL_WINDOW
+        while polls and polls[0][0] < horizon:
+            at, worker = polls.popleft()
+            if pollers.get(worker) == at:
+                del pollers[worker]
+
+    # ------------------------------------------------------------------ indexes
+    def _slot(self, work_id: object) -> _Slot:
+        if type(work_id) is not str:
+            raise InvalidInputError(
+                f"work_id must be a string, got {type(work_id).__name__}",
+                key="work_id",
+                expected="a work id, 'work_...'",
+                got=work_id,
+            )
+        slot = self._slots.get(work_id)
+        if slot is None:
+            raise NotFoundError(
+                f"no work item {work_id!r} in environment {self.environment_id}",
+                work_id=work_id,
+            )
+        return slot
+
+    def _replace(self, slot: _Slot, work: Work, window_until: _dt.datetime | None = None) -> None:
+        """Store the item's next record and move it between the classes and indexes."""
+        old = slot.work
+        if work is old:
+            return  # a safe retry or a no-change answer
+        self._leave(slot)
+        slot.work = work
+        self._enter(slot, old.lease_expires_at, window_until)
+
+    def _leave(self, slot: _Slot) -> None:
+        state = slot.work.state
+        if state is _QUEUED:
+            if slot.window_until is None:
+                self._depth -= 1
+            else:
+                self._pending -= 1
+                slot.window_until = None
+        else:
+            # Leased: a stopped item never gets here, since each of its moves answers with the
+            # same record (which ``_replace`` skips) or only updates metadata (which does not
+            # go through ``_replace``).
+            self._leased -= 1
+
+    def _enter(
+        self,
+        slot: _Slot,
+        old_deadline: _dt.datetime | None,
+        window_until: _dt.datetime | None,
+    ) -> None:
+        work = slot.work
+        state = work.state
+        if state is _QUEUED:
+            if not slot.in_queued:
+                slot.in_queued = True
+                heapq.heappush(self._queued, slot.seq)
+            assert self._now is not None
+            if window_until is None or window_until <= self._now:
+                self._depth += 1
+                self._push_ready(slot)
+            else:
+                self._pending += 1
+                slot.window_until = window_until
+                heapq.heappush(self._windows, (window_until, slot.seq))
+                if len(self._windows) > 2 * self._pending + _COMPACT_SLACK:
+                    self._compact_windows()
+        elif state is not _STOPPED:
+            self._leased += 1
+            deadline = work.lease_expires_at
+            if deadline is not None and deadline != old_deadline:
+                heapq.heappush(self._leases, (deadline, slot.seq))
+                if len(self._leases) > 2 * self._leased + _COMPACT_SLACK:
+                    self._compact_leases()
+
+    def _push_ready(self, slot: _Slot) -> None:
+        if not slot.in_ready:
+            slot.in_ready = True
+            heapq.heappush(self._ready, slot.seq)
+
+    def _pop_ready(self) -> _Slot | None:
+        """The oldest ready item, removed from ``_ready`` (stale entries are dropped)."""
+        ready, order = self._ready, self._order
+        while ready:
+            slot = order[heapq.heappop(ready)]
+            slot.in_ready = False
+            if slot.work.state is _QUEUED and slot.window_until is None:
+                return slot
+        return None
+
+    def _compact_windows(self) -> None:
+        order = self._order
+        live = {(until, seq) for until, seq in self._windows if order[seq].window_until == until}
+        self._windows = list(live)
+        heapq.heapify(self._windows)
+
+    def _compact_leases(self) -> None:
+        order = self._order
+        live = {
+            (deadline, seq)
+            for deadline, seq in self._leases
+            if order[seq].work.lease_expires_at == deadline
+        }
+        self._leases = list(live)
+        heapq.heapify(self._leases)
+
+    # ------------------------------------------------------------------ ids and cursors
+    def _new_id(self, prefix: str, counter: int) -> tuple[str, int]:
+        """The id for ``prefix`` at ``counter``, and the next counter."""
+        factory = self._id_factory
+        if factory is not None:
+            value = factory(prefix)
+            if type(value) is not str or not value.startswith(prefix) or value == prefix:
+                raise ValueError(
+                    f"id_factory({prefix!r}) must return a string starting with {prefix!r}, "
+                    f"got {value!r}"
+                )
+            return value, counter
+        # A keyed hash of (prefix, counter): deterministic, and only a successful create moves
+        # the counter on.
+        hasher = self._id_hash.copy()
+        hasher.update(prefix.encode() + counter.to_bytes(8, "big"))
+        return prefix + hasher.digest().translate(_TO_B62).decode("ascii"), counter + 1
+
+    def _duplicate(self, work_id: str) -> IllegalMoveError:
+        return IllegalMoveError(
+            f"work item {work_id!r} already exists in environment {self.environment_id}",
+            error_type=self.profile.conflict_error_type,
+            work_id=work_id,
+        )
+
+    def _encode_cursor(self, seq: int) -> str:
+        raw = _CURSOR.pack(seq, self._cursor_check)
+        return base64.urlsafe_b64encode(raw).decode("ascii")
+
+    def _decode_cursor(self, page: object) -> int:
+        problem = None
+        if type(page) is not str:
+            problem = f"page must be a string, got {type(page).__name__}"
+        else:
+            try:
+                raw = base64.b64decode(page.encode("ascii"), altchars=b"-_", validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raw = b""
+            if len(raw) != _CURSOR.size:
+                problem = f"page {page!r} is not a cursor this API returned"
+            else:
+                seq, check = _CURSOR.unpack(raw)
+                if check != self._cursor_check or seq >= len(self._order):
+                    problem = f"page {page!r} is not a cursor of this environment's listing"
+                else:
+                    return int(seq)
+        raise InvalidInputError(
+            f"{problem}; pass the next_page of an earlier answer, or omit it",
+            key="page",
+            expected="the next_page of an earlier listing, or omitted",
+            got=page,
+        )
