@@ -274,7 +274,10 @@ def test_qoder_binds_the_ack_to_the_delivered_worker() -> None:
         operation=Operation.ACK,
     )
     assert "w1" in err.message
-    assert w.ack(at(2), worker_id="w1").state is State.STARTING
+    acked = w.ack(at(2), worker_id="w1")
+    assert acked.state is State.STARTING
+    assert acked.ack(at(3), worker_id="w1") is acked  # the holder's retry is safe
+    rejects(acked, lambda x: x.ack(at(3), worker_id="w2"), IllegalMoveError, status=409)
     assert new().deliver(at(1), worker_id="w1").ack(at(2), worker_id="w2").state is State.STARTING
 
 
@@ -473,3 +476,20 @@ def test_questions() -> None:
     assert w.profile is ANTHROPIC
     assert w.secret is None
     assert format_time(w.touched_at) == "2026-07-01T08:15:02.000000Z"
+
+
+def test_records_are_hashable_and_compare_by_value() -> None:
+    a, b = in_state(State.ACTIVE), in_state(State.ACTIVE)
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    assert a != a.update_metadata(at(5), {"k": "v"})
+
+
+def test_create_on_a_subclass_builds_the_subclass() -> None:
+    class MyWork(Work):
+        pass
+
+    w = MyWork.create(id="work_s", environment_id="env_s", session_id="s", now=T0)
+    assert type(w) is MyWork
+    assert w.state is State.QUEUED

@@ -12,6 +12,10 @@ behind a strict RFC 3339 pattern, and ``pendulum.instance`` about 9 µs per conv
 records hold plain ``datetime`` values in UTC (a ``pendulum.DateTime`` is accepted anywhere a
 ``datetime`` is, being a subclass).  ``pendulum`` serves the adapters' clocks and
 :func:`to_pendulum`, where its convenience is worth its cost.
+
+:func:`format_time` writes the fields with one ``%`` format: about twice as fast as
+``replace(tzinfo=None).isoformat(timespec=...)`` (``replace`` and keyword parsing dominate),
+with the same text for every year 1-9999.  It matters because every heartbeat formats its token.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ __all__ = [
 UTC = _dt.UTC
 _datetime = _dt.datetime
 _ZERO = _dt.timedelta(0)
+# Module constants: reading a member off an enum class costs a metaclass lookup.
+_SECONDS, _MICROSECONDS = Precision.SECONDS, Precision.MICROSECONDS
+_FORMAT_US = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
+_FORMAT_S = "%04d-%02d-%02dT%02d:%02d:%02dZ"
 
 # RFC 3339 section 5.6 date-time: full-date "T" full-time, with a mandatory offset.
 _RFC3339 = re.compile(
@@ -86,7 +94,7 @@ def ensure_utc(value: object, *, name: str = "now") -> _dt.datetime:
 
 def truncate(value: _dt.datetime, precision: Precision) -> _dt.datetime:
     """``value`` cut to ``precision`` (whole seconds drop the microseconds)."""
-    if precision is Precision.SECONDS and value.microsecond:
+    if precision is _SECONDS and value.microsecond:
         return value.replace(microsecond=0)
     return value
 
@@ -105,9 +113,17 @@ def format_time(value: _dt.datetime, precision: Precision = Precision.MICROSECON
     """
     if value.tzinfo is not UTC:
         value = ensure_utc(value, name="value")
-    if precision is Precision.MICROSECONDS:
-        return f"{value.replace(tzinfo=None).isoformat(timespec='microseconds')}Z"
-    return f"{value.replace(tzinfo=None).isoformat(timespec='seconds')}Z"
+    if precision is _MICROSECONDS:
+        return _FORMAT_US % (
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+        )
+    return _FORMAT_S % (value.year, value.month, value.day, value.hour, value.minute, value.second)
 
 
 def parse_time(text: object, *, key: str = "timestamp") -> _dt.datetime:

@@ -13,7 +13,14 @@ lease effect all come from the table's row: the code here applies a row, it neve
 
 The fields that rarely change (id, environment, data, creation time, metadata, secret,
 profile) live in a :class:`WorkBody` that successive versions share, so an operation copies
-14 fields rather than 21 (see ``docs/performance.md``).
+15 fields rather than 21 (see ``docs/performance.md``).
+
+The hot path avoids three costs measured in ``benchmarks/core.py``: hashing an enum member
+(``Enum.__hash__`` is Python code) or a :class:`Profile` (every field) per operation, so each
+profile's rows are compiled once into :class:`_Plan` values keyed by the states' and
+operations' wire strings; reading ``State.X`` off the class, so members are module constants;
+and attrs' frozen ``__init__`` (one ``object.__setattr__`` call per field), so new records are
+built by :func:`_writer`'s plain slot stores, which give an identical object 3-7× faster.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -35,7 +42,7 @@ from workstate._errors import (
 from workstate._profile import ANTHROPIC, Precision, Profile
 from workstate._records import WORK_DATA_TYPES, HeartbeatResult, WorkData
 from workstate._table import LeaseEffect, Move, Operation, Stamp, State
-from workstate._time import UTC, ensure_utc, format_time, parse_time, truncate
+from workstate._time import UTC, ensure_utc, format_time, parse_time
 
 __all__ = ["NO_HEARTBEAT", "Work", "WorkBody", "validate_metadata_patch"]
 
@@ -52,6 +59,26 @@ _ACK, _STARTED, _LATEST, _STOP_REQ, _STOPPED = (
     Stamp.STOP_REQUESTED_AT,
     Stamp.STOPPED_AT,
 )
+# Members as module constants: reading ``State.QUEUED`` off the enum class costs a lookup
+# through the enum's metaclass, several times a plain global read.
+_QUEUED = State.QUEUED
+_DELIVER, _ACK_OP, _HEARTBEAT, _STOP, _FORCE_STOP, _EXPIRE, _UPDATE_METADATA = (
+    Operation.DELIVER,
+    Operation.ACK,
+    Operation.HEARTBEAT,
+    Operation.STOP,
+    Operation.FORCE_STOP,
+    Operation.EXPIRE,
+    Operation.UPDATE_METADATA,
+)
+_KEEP, _EXTEND, _START, _END = (
+    LeaseEffect.KEEP,
+    LeaseEffect.EXTEND,
+    LeaseEffect.START,
+    LeaseEffect.END,
+)
+_SECONDS = Precision.SECONDS
+_datetime = _dt.datetime
 
 
 def _ttl_delta(seconds: int) -> _dt.timedelta:
@@ -59,6 +86,115 @@ def _ttl_delta(seconds: int) -> _dt.timedelta:
     if delta is None:
         delta = _TTL_CACHE[seconds] = _dt.timedelta(seconds=seconds)
     return delta
+
+
+class _Plan:
+    """One row of the table, compiled for :meth:`Work._apply`.
+
+    Testing ``stamp in move.sets`` hashes an enum member in Python code; a plan answers the
+    same questions with plain attributes.  Each stamp field is True (set it), False (clear it)
+    or None (keep it), exactly as the row's ``sets`` and ``clears`` say.
+    """
+
+    __slots__ = (
+        "ack",
+        "changes",
+        "latest",
+        "lease",
+        "move",
+        "stamps",
+        "started",
+        "stop_requested",
+        "stopped",
+        "target",
+    )
+
+    def __init__(self, move: Move) -> None:
+        def effect(stamp: Stamp) -> bool | None:
+            if stamp in move.sets:
+                return True
+            return False if stamp in move.clears else None
+
+        self.move = move
+        self.target = move.target
+        self.changes = move.changes
+        self.lease = move.lease
+        self.stamps = bool(move.sets or move.clears)
+        self.ack = effect(_ACK)
+        self.started = effect(_STARTED)
+        self.latest = effect(_LATEST)
+        # The table never clears these two; only a set matters (as before plans existed).
+        self.stop_requested = _STOP_REQ in move.sets
+        self.stopped = _STOPPED in move.sets
+
+
+_PLANS: dict[int, tuple[Profile, dict[tuple[str, str], _Plan]]] = {}
+
+
+def _plans(profile: Profile) -> dict[tuple[str, str], _Plan]:
+    """``lookup(profile)`` as plans keyed by (state value, operation value).
+
+    Cached by identity: ``lookup``'s cache hashes the whole profile on every call.  The entry
+    keeps the profile alive, so its id cannot name another profile while the entry exists.
+    """
+    entry = _PLANS.get(id(profile))
+    if entry is None:
+        plans = {(s.value, o.value): _Plan(m) for (s, o), m in lookup(profile).items()}
+        entry = _PLANS[id(profile)] = (profile, plans)
+    return entry[1]
+
+
+def _writer(cls: type[Any]) -> type[Any]:
+    """A writable twin of the attrs frozen slots class ``cls``, for building instances fast.
+
+    An object is made as the twin, filled with plain slot stores, and then given ``cls`` as its
+    class (same layout, so Python allows it): the result is an ordinary, frozen ``cls``
+    instance, built 3-7× faster than by attrs' ``__init__`` (an ``object.__setattr__`` call per
+    field).  That is only equivalent while ``__init__`` does nothing but store every field, so
+    this refuses a class with validators, converters, init hooks or other slots.
+    """
+    fields = attrs.fields(cls)
+    hooks = ("__attrs_pre_init__", "__attrs_post_init__")
+    extra = set(cls.__slots__) - {a.name for a in fields} - {"__weakref__"}
+    if (
+        any(a.validator is not None or a.converter is not None for a in fields)
+        or any(hasattr(cls, hook) for hook in hooks)
+        or extra
+    ):
+        # The module's own assumption broke (a field gained a validator, say): fail at import.
+        raise AssertionError(f"{cls.__name__}.__init__ does more than store its fields")
+    return type(
+        f"_{cls.__name__}Writer",
+        (cls,),
+        {"__slots__": (), "__setattr__": object.__setattr__, "__delattr__": object.__delattr__},
+    )
+
+
+_new_object = object.__new__
+_DataWriter = _writer(WorkData)
+_BeatWriter = _writer(HeartbeatResult)
+
+
+def _new_data(type: str, id: str) -> WorkData:
+    """``WorkData(type=type, id=id)``, built fast (see :func:`_writer`)."""
+    new: Any = _new_object(_DataWriter)
+    new.type = type
+    new.id = id
+    new.__class__ = WorkData
+    return cast(WorkData, new)
+
+
+def _new_beat(
+    last_heartbeat: str, lease_extended: bool, state: State, ttl_seconds: int
+) -> HeartbeatResult:
+    """A :class:`HeartbeatResult` of these values, built fast (see :func:`_writer`)."""
+    new: Any = _new_object(_BeatWriter)
+    new.last_heartbeat = last_heartbeat
+    new.lease_extended = lease_extended
+    new.state = state
+    new.ttl_seconds = ttl_seconds
+    new.__class__ = HeartbeatResult
+    return cast(HeartbeatResult, new)
 
 
 @attrs.frozen(kw_only=True, eq=True)
@@ -76,8 +212,9 @@ class WorkBody:
     """What the work is about."""
     created_at: _dt.datetime
     """When the item was created (UTC, at the profile's lifecycle precision)."""
-    metadata: Mapping[str, str] = _EMPTY_METADATA
-    """User metadata, string to string (read-only)."""
+    metadata: Mapping[str, str] = attrs.field(default=_EMPTY_METADATA, hash=False)
+    """User metadata, string to string (read-only; left out of the hash, which a read-only
+    mapping cannot give, but compared for equality)."""
     secret: str | None = None
     """The opaque credential; the wire writes it only into a poll's answer."""
     profile: Profile = ANTHROPIC
@@ -96,7 +233,7 @@ def validate_metadata_patch(
 
     Returns the merged, read-only mapping; raises :class:`InvalidInputError` naming the key.
     """
-    op = Operation.UPDATE_METADATA
+    op = _UPDATE_METADATA
 
     def bad(message: str, key: str, expected: str, got: object) -> InvalidInputError:
         return InvalidInputError(
@@ -297,7 +434,7 @@ class Work:
                     expected="data={'type': 'session', 'id': ...} or session_id=...",
                 )
             _check_id(session_id, "data.id", "")
-            data = WorkData(type="session", id=session_id)
+            data = _new_data("session", session_id)
         elif session_id is not None:
             raise InvalidInputError(
                 "give data or session_id, not both",
@@ -321,35 +458,39 @@ class Work:
                 expected="a string or None",
                 got=secret,
             )
-        merged = validate_metadata_patch(_EMPTY_METADATA, metadata or {}, profile)
-        body = WorkBody(
-            id=id,
-            environment_id=environment_id,
-            data=data,
-            created_at=truncate(now, profile.lifecycle_precision),
-            metadata=merged,
-            secret=secret,
-            profile=profile,
+        # No metadata (None or empty) merges to the shared empty mapping without a walk.
+        merged = (
+            validate_metadata_patch(_EMPTY_METADATA, metadata, profile)
+            if metadata
+            else _EMPTY_METADATA
         )
-        return cls(body=body, state=State.QUEUED, touched_at=now)
+        created_at = now
+        if profile.lifecycle_precision is _SECONDS and now.microsecond:
+            created_at = now.replace(microsecond=0)
+        body = _new_body(id, environment_id, data, created_at, merged, secret, profile)
+        if cls is not Work:  # a subclass gets its own __init__
+            return cls(body=body, state=_QUEUED, touched_at=now)
+        return _new_work(
+            body, _QUEUED, None, None, None, None, None, None, None, None, None, None, 0, 1, now
+        )
 
     # ---------------------------------------------------------------- operations
     def deliver(self, now: _dt.datetime, *, worker_id: str | None = None) -> Work:
         """A poll hands the item to ``worker_id``; it stays ``queued`` (spec §3)."""
-        now = self._check_now(now, Operation.DELIVER)
-        move = self._move(Operation.DELIVER)
-        return self._apply(move, now, delivered_at=now, delivered_to=worker_id)
+        now = self._check_now(now, _DELIVER)
+        plan = self._plan(_DELIVER)
+        return self._apply(plan, now, delivered_at=now, delivered_to=worker_id)
 
     def ack(self, now: _dt.datetime, *, worker_id: str | None = None) -> Work:
         """The worker claims the item: ``queued → starting`` and a lease with the default TTL.
 
         On ``starting`` and ``active`` an ack is a safe retry and returns this very record.
         """
-        now = self._check_now(now, Operation.ACK)
-        move = self._move(Operation.ACK)
-        if not move.changes:
-            return self
+        now = self._check_now(now, _ACK_OP)
+        plan = self._plan(_ACK_OP)
         profile = self.body.profile
+        # The binding is checked before a safe retry returns: under a binding profile another
+        # worker's ack of an item someone holds is a conflict, not a retry.
         if (
             profile.ack_binds_worker
             and self.delivered_to is not None
@@ -361,10 +502,12 @@ class Work:
                 error_type=profile.conflict_error_type,
                 work_id=self.body.id,
                 state=self.state,
-                operation=Operation.ACK,
+                operation=_ACK_OP,
                 allowed=allowed_operations(profile, self.state),
             )
-        return self._apply(move, now, delivered_to=worker_id, ttl=profile.default_ttl_seconds)
+        if not plan.changes:
+            return self
+        return self._apply(plan, now, delivered_to=worker_id, ttl=profile.default_ttl_seconds)
 
     def heartbeat(
         self,
@@ -379,7 +522,7 @@ class Work:
         None for an unconditional heartbeat.  A mismatch raises
         :class:`~workstate.PreconditionFailedError` (412) carrying the server's lease.
         """
-        op = Operation.HEARTBEAT
+        op = _HEARTBEAT
         now = self._check_now(now, op)
         profile = self.body.profile
         state = self.state
@@ -405,33 +548,28 @@ class Work:
                 matches = self.last_heartbeat is None
             else:
                 self._check_token(token)
-        move = lookup(profile).get((state, op))
-        if move is None:
+        plan = _plans(profile).get((state._value_, op._value_))
+        if plan is None:
             if (
-                state is State.QUEUED
+                state is _QUEUED
                 and token is not None
                 and token != NO_HEARTBEAT
                 and profile.queued_heartbeat_token_is_precondition_failed
             ):
                 raise self._precondition_failed(token)
             raise self._illegal(op)
-        if not move.changes:  # stopping, or stopped where the profile answers 200
-            return self, HeartbeatResult(
-                last_heartbeat=self.last_heartbeat or "",
-                lease_extended=False,
-                state=state,
-                ttl_seconds=self.ttl_seconds or profile.default_ttl_seconds,
+        if not plan.changes:  # stopping, or stopped where the profile answers 200
+            return self, _new_beat(
+                self.last_heartbeat or "",
+                False,
+                state,
+                self.ttl_seconds or profile.default_ttl_seconds,
             )
         if not matches:
             raise self._precondition_failed(token)
         ttl = profile.clamp_ttl(desired_ttl_seconds)
-        new = self._apply(move, now, ttl=ttl)
-        return new, HeartbeatResult(
-            last_heartbeat=new.last_heartbeat or "",
-            lease_extended=True,
-            state=new.state,
-            ttl_seconds=ttl,
-        )
+        new = self._apply(plan, now, ttl=ttl)
+        return new, _new_beat(new.last_heartbeat or "", True, new.state, ttl)
 
     def stop(self, now: _dt.datetime, *, force: bool = False) -> Work:
         """Stop the item: graceful (``force=False``) asks the worker to drain; forced ends it."""
@@ -443,14 +581,14 @@ class Work:
                 got=force,
                 work_id=self.body.id,
                 state=self.state,
-                operation=Operation.STOP,
+                operation=_STOP,
             )
-        op = Operation.FORCE_STOP if force else Operation.STOP
+        op = _FORCE_STOP if force else _STOP
         now = self._check_now(now, op)
-        move = self._move(op)
-        if not move.changes:
+        plan = self._plan(op)
+        if not plan.changes:
             return self
-        return self._apply(move, now)
+        return self._apply(plan, now)
 
     def expire(self, now: _dt.datetime) -> Work:
         """The lease deadline passed with no successful heartbeat (spec §5).
@@ -458,9 +596,9 @@ class Work:
         ``starting``/``active`` go back to ``queued`` and forget this attempt; ``stopping``
         goes to ``stopped``.  Raises 409 if the deadline has not passed at ``now``.
         """
-        op = Operation.EXPIRE
+        op = _EXPIRE
         now = self._check_now(now, op)
-        move = self._move(op)
+        plan = self._plan(op)
         deadline = self.lease_expires_at
         if deadline is None or now <= deadline:
             raise IllegalMoveError(
@@ -473,27 +611,27 @@ class Work:
                 operation=op,
                 allowed=allowed_operations(self.body.profile, self.state),
             )
-        return self._apply(move, now)
+        return self._apply(plan, now)
 
     def update_metadata(self, now: _dt.datetime, patch: Mapping[str, str | None]) -> Work:
         """Merge ``patch`` into the metadata (``None`` deletes a key); never changes the state.
 
         Returns this very record when the patch changes nothing.
         """
-        op = Operation.UPDATE_METADATA
+        op = _UPDATE_METADATA
         now = self._check_now(now, op)
-        move = self._move(op)
+        plan = self._plan(op)
         body = self.body
         merged = validate_metadata_patch(
             body.metadata, patch, body.profile, work_id=body.id, state=self.state
         )
         if merged == body.metadata:
             return self
-        return self._apply(move, now, body=attrs.evolve(body, metadata=merged))
+        return self._apply(plan, now, body=attrs.evolve(body, metadata=merged))
 
     # ---------------------------------------------------------------- internals
     def _check_now(self, now: _dt.datetime, op: Operation) -> _dt.datetime:
-        if type(now) is not _dt.datetime or now.tzinfo is not UTC:
+        if type(now) is not _datetime or now.tzinfo is not UTC:
             now = ensure_utc(now)
         if now < self.touched_at:
             raise InvalidInputError(
@@ -508,11 +646,11 @@ class Work:
             )
         return now
 
-    def _move(self, op: Operation) -> Move:
-        move = lookup(self.body.profile).get((self.state, op))
-        if move is None:
+    def _plan(self, op: Operation) -> _Plan:
+        plan = _plans(self.body.profile).get((self.state._value_, op._value_))
+        if plan is None:
             raise self._illegal(op)
-        return move
+        return plan
 
     def _illegal(self, op: Operation) -> IllegalMoveError:
         profile = self.body.profile
@@ -536,7 +674,7 @@ class Work:
                 got=token,
                 work_id=self.body.id,
                 state=self.state,
-                operation=Operation.HEARTBEAT,
+                operation=_HEARTBEAT,
             )
         try:
             parse_time(token, key="expected_last_heartbeat")
@@ -548,7 +686,7 @@ class Work:
                 got=token,
                 work_id=self.body.id,
                 state=self.state,
-                operation=Operation.HEARTBEAT,
+                operation=_HEARTBEAT,
             ) from None
 
     def _precondition_failed(self, token: str | None) -> PreconditionFailedError:
@@ -560,13 +698,13 @@ class Work:
             current_state=current,
             error_type=self.body.profile.precondition_error_type,
             work_id=self.body.id,
-            operation=Operation.HEARTBEAT,
+            operation=_HEARTBEAT,
             expected_last_heartbeat=token,
         )
 
     def _apply(
         self,
-        move: Move,
+        plan: _Plan,
         now: _dt.datetime,
         *,
         body: WorkBody | None = None,
@@ -574,72 +712,66 @@ class Work:
         delivered_at: _dt.datetime | None = None,
         delivered_to: str | None = None,
     ) -> Work:
-        """Build the next record by applying ``move``'s row of the table at ``now``."""
-        sets, clears = move.sets, move.clears
-        if sets or clears:
+        """Build the next record by applying ``plan``'s row of the table at ``now``."""
+        ack, started, latest = self.acknowledged_at, self.started_at, self.latest_heartbeat_at
+        stop_req, stopped = self.stop_requested_at, self.stopped_at
+        if plan.stamps:
             lifecycle = now
-            if self.body.profile.lifecycle_precision is Precision.SECONDS and now.microsecond:
+            if self.body.profile.lifecycle_precision is _SECONDS and now.microsecond:
                 lifecycle = now.replace(microsecond=0)
-            ack = self.acknowledged_at
-            if _ACK in sets:
-                ack = lifecycle
-            elif _ACK in clears:
-                ack = None
-            started = self.started_at
-            if _STARTED in sets:
-                started = lifecycle
-            elif _STARTED in clears:
-                started = None
-            latest = self.latest_heartbeat_at
-            if _LATEST in sets:
-                latest = now  # heartbeat times always keep microseconds
-            elif _LATEST in clears:
-                latest = None
-            stop_req = lifecycle if _STOP_REQ in sets else self.stop_requested_at
-            stopped = lifecycle if _STOPPED in sets else self.stopped_at
-        else:
-            ack, started, latest = self.acknowledged_at, self.started_at, self.latest_heartbeat_at
-            stop_req, stopped = self.stop_requested_at, self.stopped_at
+            effect = plan.ack
+            if effect is not None:
+                ack = lifecycle if effect else None
+            effect = plan.started
+            if effect is not None:
+                started = lifecycle if effect else None
+            effect = plan.latest
+            if effect is not None:
+                latest = now if effect else None  # heartbeat times always keep microseconds
+            if plan.stop_requested:
+                stop_req = lifecycle
+            if plan.stopped:
+                stopped = lifecycle
         token, ttl_seconds, deadline = self.last_heartbeat, self.ttl_seconds, self.lease_expires_at
         attempt = self.attempt
         d_at, d_to = self.delivered_at, self.delivered_to
-        lease = move.lease
-        if lease is LeaseEffect.KEEP:
+        lease = plan.lease
+        if lease is _KEEP:
             if delivered_at is not None:
                 d_at, d_to = delivered_at, delivered_to
-        elif lease is LeaseEffect.EXTEND:
+        elif lease is _EXTEND:
             assert ttl is not None
             token = format_time(now)
             ttl_seconds = ttl
             deadline = now + _ttl_delta(ttl)
-        elif lease is LeaseEffect.START:
+        elif lease is _START:
             assert ttl is not None
             token = None
             ttl_seconds = ttl
             deadline = now + _ttl_delta(ttl)
             attempt += 1
             d_at, d_to = None, delivered_to if delivered_to is not None else d_to
-        elif lease is LeaseEffect.END:
+        elif lease is _END:
             deadline = d_at = None  # a stopped item awaits no ack either
         else:  # LeaseEffect.RELEASE
             token = ttl_seconds = deadline = None
             d_at = d_to = None
-        return Work(
-            body=self.body if body is None else body,
-            state=move.target,
-            acknowledged_at=ack,
-            started_at=started,
-            latest_heartbeat_at=latest,
-            stop_requested_at=stop_req,
-            stopped_at=stopped,
-            last_heartbeat=token,
-            ttl_seconds=ttl_seconds,
-            lease_expires_at=deadline,
-            delivered_at=d_at,
-            delivered_to=d_to,
-            attempt=attempt,
-            version=self.version + 1,
-            touched_at=now,
+        return _new_work(
+            self.body if body is None else body,
+            plan.target,
+            ack,
+            started,
+            latest,
+            stop_req,
+            stopped,
+            token,
+            ttl_seconds,
+            deadline,
+            d_at,
+            d_to,
+            attempt,
+            self.version + 1,
+            now,
         )
 
     def __repr__(self) -> str:
@@ -650,6 +782,70 @@ class Work:
         from workstate._wire import work_to_json
 
         return work_to_json(self, include_secret=include_secret)
+
+
+_BodyWriter = _writer(WorkBody)
+_WorkWriter = _writer(Work)
+
+
+def _new_body(
+    id: str,
+    environment_id: str,
+    data: WorkData,
+    created_at: _dt.datetime,
+    metadata: Mapping[str, str],
+    secret: str | None,
+    profile: Profile,
+) -> WorkBody:
+    """A :class:`WorkBody` of these values, built fast (see :func:`_writer`)."""
+    new: Any = _new_object(_BodyWriter)
+    new.id = id
+    new.environment_id = environment_id
+    new.data = data
+    new.created_at = created_at
+    new.metadata = metadata
+    new.secret = secret
+    new.profile = profile
+    new.__class__ = WorkBody
+    return cast(WorkBody, new)
+
+
+def _new_work(
+    body: WorkBody,
+    state: State,
+    acknowledged_at: _dt.datetime | None,
+    started_at: _dt.datetime | None,
+    latest_heartbeat_at: _dt.datetime | None,
+    stop_requested_at: _dt.datetime | None,
+    stopped_at: _dt.datetime | None,
+    last_heartbeat: str | None,
+    ttl_seconds: int | None,
+    lease_expires_at: _dt.datetime | None,
+    delivered_at: _dt.datetime | None,
+    delivered_to: str | None,
+    attempt: int,
+    version: int,
+    touched_at: _dt.datetime,
+) -> Work:
+    """A :class:`Work` of these values, built fast (see :func:`_writer`)."""
+    new: Any = _new_object(_WorkWriter)
+    new.body = body
+    new.state = state
+    new.acknowledged_at = acknowledged_at
+    new.started_at = started_at
+    new.latest_heartbeat_at = latest_heartbeat_at
+    new.stop_requested_at = stop_requested_at
+    new.stopped_at = stopped_at
+    new.last_heartbeat = last_heartbeat
+    new.ttl_seconds = ttl_seconds
+    new.lease_expires_at = lease_expires_at
+    new.delivered_at = delivered_at
+    new.delivered_to = delivered_to
+    new.attempt = attempt
+    new.version = version
+    new.touched_at = touched_at
+    new.__class__ = Work
+    return cast(Work, new)
 
 
 def _check_id(value: object, key: str, prefix: str) -> None:
