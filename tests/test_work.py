@@ -279,6 +279,24 @@ def test_qoder_binds_the_ack_to_the_delivered_worker() -> None:
     assert acked.ack(at(3), worker_id="w1") is acked  # the holder's retry is safe
     rejects(acked, lambda x: x.ack(at(3), worker_id="w2"), IllegalMoveError, status=409)
     assert new().deliver(at(1), worker_id="w1").ack(at(2), worker_id="w2").state is State.STARTING
+    # an ack that names no worker is not bound (the SDK sends its worker id on polls only)
+    assert w.ack(at(2)).state is State.STARTING
+
+
+def test_an_echoed_empty_token_claims_no_heartbeat() -> None:
+    w = new().ack(at(1))
+    stopping = w.stop(at(2))
+    same, beat = stopping.heartbeat(at(3), expected_last_heartbeat="")
+    assert same is stopping
+    assert beat.last_heartbeat == ""
+    active, _ = w.heartbeat(at(2), expected_last_heartbeat="")
+    assert active.state is State.ACTIVE
+    rejects(
+        active,
+        lambda x: x.heartbeat(at(3), expected_last_heartbeat=""),
+        PreconditionFailedError,
+        status=412,
+    )
 
 
 def test_qoder_records_lifecycle_in_whole_seconds_and_heartbeats_in_microseconds() -> None:

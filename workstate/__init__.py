@@ -32,6 +32,7 @@ from workstate._wire import (
     heartbeat_from_json,
     heartbeat_to_json,
     lease_state_from_json,
+    work_data_from_json,
     work_from_json,
     work_to_json,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "mermaid",
     "parse_time",
     "to_pendulum",
+    "work_data_from_json",
     "work_from_json",
     "work_to_json",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "heartbeat_from_json",
     "heartbeat_to_json",
     "lease_state_from_json",
+    "work_data_from_json",
     "work_from_json",
     "work_to_json",
 ]
@@ -209,6 +210,11 @@ def _bool(obj: Mapping[str, Any], key: str) -> bool:
             got=value,
         )
     return value
+
+
+def work_data_from_json(value: object) -> WorkData:
+    """Parse the API's ``data`` object (``{"type": "session", "id": ...}``) strictly."""
+    return _data(value)
 
 
 def _data(value: object) -> WorkData:

@@ -490,9 +490,11 @@ class Work:
         plan = self._plan(_ACK_OP)
         profile = self.body.profile
         # The binding is checked before a safe retry returns: under a binding profile another
-        # worker's ack of an item someone holds is a conflict, not a retry.
+        # worker's ack of an item someone holds is a conflict, not a retry.  An ack that names
+        # no worker is not bound: the official SDK sends its worker id on polls only.
         if (
             profile.ack_binds_worker
+            and worker_id is not None
             and self.delivered_to is not None
             and worker_id != self.delivered_to
         ):
@@ -544,7 +546,9 @@ class Work:
         token = expected_last_heartbeat
         matches = token is None or token == self.last_heartbeat
         if not matches:
-            if token == NO_HEARTBEAT:
+            if token == NO_HEARTBEAT or token == "":
+                # "" is the last_heartbeat a server answers while none is recorded; a worker
+                # that echoes it back claims the same thing as NO_HEARTBEAT.
                 matches = self.last_heartbeat is None
             else:
                 self._check_token(token)
