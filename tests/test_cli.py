@@ -42,3 +42,13 @@ def test_help_and_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_serve_without_the_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "workstate.server._cli", None)  # as if not installable
+    assert main(["serve"]) == 2
+    assert "python -m workstate serve" in capsys.readouterr().err

@@ -97,8 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return check_main(rest)
     if command == "serve":
-        from workstate.server._cli import main as serve_main
-
+        try:
+            from workstate.server._cli import main as serve_main
+        except ImportError as exc:  # the 'server' extra is missing: say which one
+            print(f"python -m workstate serve: {exc}", file=sys.stderr)
+            return 2
         return serve_main(rest)
     print(f"unknown command {command!r}\n{_USAGE}", end="", file=sys.stderr)
     return 2

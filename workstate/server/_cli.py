@@ -1,0 +1,128 @@
+"""``python -m workstate serve``: run the mock server until interrupted.
+
+Theory of operation
+-------------------
+Parse the options, build a :class:`~workstate.server.MockServer`, bind the listening socket
+*before* announcing it (so the printed address is one that accepts connections, and ``--port 0``
+prints the port the system chose), then hand the socket to uvicorn, which serves until Ctrl-C
+or SIGTERM and shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+import uvicorn
+
+from workstate._errors import InvalidInputError
+from workstate._profile import PROFILES
+from workstate._time import ManualClock, SystemClock, parse_time
+from workstate.server._app import MockServer, base_url, bind
+
+__all__ = ["main"]
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m workstate serve",
+        description="Serve the work API of self-hosted sandbox environments from memory, "
+        "for testing workers. Point the SDK at it with base_url.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    parser.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one [8765]")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="anthropic",
+        help="behaviour where providers differ [anthropic]",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="require this key (x-api-key or Authorization: Bearer); default: accept any",
+    )
+    parser.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="[info]")
+    parser.add_argument(
+        "--clock",
+        choices=("real", "manual"),
+        default="real",
+        help="real time, or a clock that only POST /mock/clock moves [real]",
+    )
+    parser.add_argument(
+        "--start",
+        default=None,
+        metavar="RFC3339",
+        help="with --clock manual: the clock's start time [the current time]",
+    )
+    return parser
+
+
+class _Stopped(Exception):
+    """SIGTERM, raised as an exception once uvicorn has shut down gracefully."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def serve(server: MockServer, sock: socket.socket, log_level: str) -> None:
+    """Run uvicorn on ``sock`` until it is told to stop (Ctrl-C, SIGTERM).
+
+    uvicorn handles both signals with a graceful shutdown and then raises the signal again for
+    the handler that was there before; for a command, that stop is the normal end, so the
+    handlers here turn it into a plain return (exit status 0, no traceback).
+    """
+    config = uvicorn.Config(server.app, log_level=log_level, lifespan="off")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the mock server with the options in ``argv``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    clock: SystemClock | ManualClock
+    if args.clock == "manual":
+        try:
+            start = SystemClock().now() if args.start is None else parse_time(args.start)
+        except InvalidInputError as exc:
+            parser.error(f"--start: {exc.message}")
+        clock = ManualClock(start)
+    elif args.start is not None:
+        parser.error("--start needs --clock manual")
+    else:
+        clock = SystemClock()
+    server = MockServer(profile=PROFILES[args.profile], clock=clock, api_key=args.api_key)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    url = base_url(sock)
+    key = ", API key required" if args.api_key is not None else ""
+    print(
+        f"workstate mock server listening on {url} "
+        f"(profile {args.profile}, {args.clock} clock{key})\n"
+        f"  SDK: anthropic.Anthropic(base_url={url!r}, api_key=...)\n"
+        f"  queue an item: curl -X POST {url}/mock/environments/env_demo/work",
+        flush=True,
+    )
+    try:
+        serve(server, sock, args.log_level)
+    finally:
+        sock.close()
+    return 0
