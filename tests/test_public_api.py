@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import pathlib
+
+import pytest
 
 import workstate
 
@@ -62,9 +65,12 @@ def test_all_is_pinned() -> None:
         assert hasattr(workstate, name), name
 
 
-def test_every_public_callable_and_class_has_a_docstring() -> None:
-    for name in workstate.__all__:
-        obj = getattr(workstate, name)
+@pytest.mark.parametrize("module_name", ["workstate", "workstate.worker", "workstate.server"])
+def test_every_public_callable_and_class_has_a_docstring(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert module.__doc__
+    for name in module.__all__:
+        obj = getattr(module, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert inspect.getdoc(obj), name
             if inspect.isclass(obj):
