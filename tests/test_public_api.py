@@ -65,7 +65,9 @@ def test_all_is_pinned() -> None:
         assert hasattr(workstate, name), name
 
 
-@pytest.mark.parametrize("module_name", ["workstate", "workstate.worker", "workstate.server"])
+@pytest.mark.parametrize(
+    "module_name", ["workstate", "workstate.worker", "workstate.server", "workstate.testing"]
+)
 def test_every_public_callable_and_class_has_a_docstring(module_name: str) -> None:
     module = importlib.import_module(module_name)
     assert module.__doc__

@@ -26,6 +26,13 @@ from workstate._time import (
     parse_time,
     to_pendulum,
 )
+from workstate._trace import (
+    TraceChecker,
+    TraceReport,
+    TraceViolation,
+    check_trace,
+    heartbeat_record,
+)
 from workstate._wire import (
     WORK_KEYS,
     error_from_json,
@@ -64,6 +71,9 @@ __all__ = [
     "Stamp",
     "State",
     "SystemClock",
+    "TraceChecker",
+    "TraceReport",
+    "TraceViolation",
     "Violation",
     "Work",
     "WorkBody",
@@ -71,10 +81,12 @@ __all__ = [
     "WorkPage",
     "WorkstateError",
     "allowed_operations",
+    "check_trace",
     "ensure_utc",
     "error_from_json",
     "format_time",
     "heartbeat_from_json",
+    "heartbeat_record",
     "heartbeat_to_json",
     "invariant_violations",
     "lease_state_from_json",
