@@ -52,3 +52,23 @@ def test_serve_without_the_extra_names_it(
     monkeypatch.setitem(sys.modules, "workstate.server._cli", None)  # as if not installable
     assert main(["serve"]) == 2
     assert "python -m workstate serve" in capsys.readouterr().err
+
+
+def test_check_is_dispatched(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from workstate import Work
+    from workstate._time import parse_time
+
+    w = Work.create(
+        id="work_c", environment_id="env_c", session_id="s", now=parse_time("2026-07-01T08:15:00Z")
+    )
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(json.dumps(w.to_json()) + "\n")
+    assert main(["check", str(trace)]) == 0
+    assert capsys.readouterr().out
+
+
+def test_serve_is_dispatched(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    assert "--clock" in capsys.readouterr().out
