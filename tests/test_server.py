@@ -887,3 +887,20 @@ def test_base_urls_bracket_ipv6_hosts() -> None:
 def test_serve_in_thread_takes_any_asgi_app(mock: MockServer) -> None:
     with serve_in_thread(mock.app) as base, httpx2.Client(base_url=base, verify=False) as http:
         assert http.get("/mock/clock").json()["clock"] == "manual"
+
+
+# ------------------------------------------------------------------------------ odd input, no 500s
+def test_odd_bodies_and_edge_times_are_400_never_500(
+    http: httpx2.Client, env: str, mock: MockServer
+) -> None:
+    deep = http.post(f"/mock/environments/{env}/work", content=b"[" * 100_000)
+    assert_error(deep, 400, "", "not valid JSON")
+    unhashable = http.post(f"/mock/environments/{env}/work", json={"data": {"type": [], "id": "x"}})
+    assert_error(unhashable, 400, "", "data.type")
+    item = create(http, env)
+    edge = http.post(
+        work_path(env, item["id"], "heartbeat"),
+        params={"expected_last_heartbeat": "9999-12-31T23:59:59-01:00"},
+    )
+    assert_error(edge, 400, "", "9999")
+    assert http.get(work_path(env)).json()["data"] == [item]

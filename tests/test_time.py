@@ -109,3 +109,17 @@ def test_manual_clock() -> None:
             clock.advance(bad)  # type: ignore[arg-type]
         assert info.value.key == "advance_seconds"
     assert clock.now() == at(3)
+
+
+def test_times_past_the_calendar_are_400_not_overflow() -> None:
+    with pytest.raises(InvalidInputError, match="years 1-9999") as info:
+        parse_time("9999-12-31T23:59:59-01:00", key="t")
+    assert info.value.key == "t"
+    with pytest.raises(InvalidInputError):
+        parse_time("0001-01-01T00:00:00+01:00")
+    clock = ManualClock(T0)
+    for seconds in (1e300, 1e12):
+        with pytest.raises(InvalidInputError, match="past the year 9999") as caught:
+            clock.advance(seconds)
+        assert caught.value.key == "advance_seconds"
+    assert clock.now() == T0

@@ -95,6 +95,13 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("environment", _mutate("environment_id", "e1"), "environment_id", "'env_'"),
     ("data type", _mutate("data", []), "data", "must be an object"),
     ("data.type", _mutate("data.type", "batch"), "data.type", "must be one of"),
+    ("data.type unhashable", _mutate("data.type", []), "data.type", "must be one of"),
+    (
+        "past year 9999",
+        _mutate("latest_heartbeat_at", "9999-12-31T23:59:59-01:00"),
+        "latest_heartbeat_at",
+        "years 1-9999",
+    ),
     ("data.id", _mutate("data.id", None), "data.id", "non-empty string"),
     ("state", _mutate("state", "running"), "state", "must be one of queued"),
     ("state type", _mutate("state", 3), "state", "must be one of"),

@@ -511,3 +511,24 @@ def test_create_on_a_subclass_builds_the_subclass() -> None:
     w = MyWork.create(id="work_s", environment_id="env_s", session_id="s", now=T0)
     assert type(w) is MyWork
     assert w.state is State.QUEUED
+
+
+def test_a_lease_that_would_end_after_year_9999_is_400() -> None:
+    late = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
+    w = Work.create(id="work_l", environment_id="env_l", session_id="s", now=late)
+    rejects(w, lambda x: x.ack(late), InvalidInputError, status=400, key="now")
+
+
+def test_an_empty_token_on_a_queued_item_is_409_like_no_heartbeat() -> None:
+    rejects(
+        new(),
+        lambda x: x.heartbeat(at(1), expected_last_heartbeat=""),
+        IllegalMoveError,
+        status=409,
+    )
+
+
+def test_an_unhashable_data_type_is_400() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Work.create(id="work_u", environment_id="env_u", data=WorkData(type=[], id="x"), now=T0)  # type: ignore[arg-type]
+    assert info.value.key == "data.type"

@@ -827,3 +827,9 @@ def test_jitter() -> None:
     assert jitter(1.0, 3.0, random=lambda: 0.0) == 1.0
     assert jitter(0.0, 1.0, random=lambda: 0.5) == 0.5
     assert jitter(1.0, 3.0, random=random.Random(3)) == random.Random(3).uniform(1.0, 3.0)
+
+
+@pytest.mark.parametrize("now", [10**400, float("nan"), float("inf"), -1e16])
+def test_times_that_no_monotonic_clock_gives_are_400(now: float) -> None:
+    keeper = LeaseKeeper(work_id="work_1")
+    rejects(keeper, lambda k: k.acked(now=now), InvalidInputError, key="now")

@@ -72,7 +72,7 @@ import attrs
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._records import HeartbeatResult, WorkData
+from workstate._records import HeartbeatResult, WorkData, check_id, is_int
 from workstate._table import State
 from workstate._time import UTC, ensure_utc, format_time
 from workstate._work import Work
@@ -161,10 +161,6 @@ def _check_worker_id(worker_id: object) -> str | None:
     )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class Environment:
     """The server-side authority over the work items of one environment (spec §1-§5, §7, §8).
 
@@ -205,17 +201,7 @@ class Environment:
         id_factory: Callable[[str], str] | None = None,
         seed: int | str | bytes | None = None,
     ) -> None:
-        if (
-            type(environment_id) is not str
-            or not environment_id.startswith("env_")
-            or len(environment_id) <= len("env_")
-        ):
-            raise InvalidInputError(
-                f"environment_id must be a string starting with 'env_', got {environment_id!r}",
-                key="environment_id",
-                expected="a string starting with 'env_'",
-                got=environment_id,
-            )
+        check_id(environment_id, "environment_id", "env_")
         if not isinstance(profile, Profile):
             raise InvalidInputError(
                 f"profile must be a Profile, got {type(profile).__name__}",
@@ -294,13 +280,7 @@ class Environment:
         A ``work_id`` that already exists is 409.
         """
         if work_id is not None:
-            if type(work_id) is not str or not work_id.startswith("work_") or work_id == "work_":
-                raise InvalidInputError(
-                    f"work_id must be a string starting with 'work_', got {work_id!r}",
-                    key="work_id",
-                    expected="a string starting with 'work_', or None for a generated id",
-                    got=work_id,
-                )
+            check_id(work_id, "work_id", "work_")
             if work_id in self._slots:
                 raise self._duplicate(work_id)
         now = self._begin(now)
@@ -349,7 +329,7 @@ class Environment:
 
         The record carries ``secret``: render the answer with ``to_json(include_secret=True)``.
         """
-        if block_ms is not None and (not _is_int(block_ms) or not 1 <= block_ms <= 999):
+        if block_ms is not None and (not is_int(block_ms) or not 1 <= block_ms <= 999):
             raise InvalidInputError(
                 f"block_ms must be an integer from 1 to 999, got {block_ms!r}",
                 key="block_ms",
@@ -359,7 +339,7 @@ class Environment:
         floor = self.profile.min_reclaim_older_than_ms
         if reclaim_older_than_ms is None:
             reclaim = self.profile.default_reclaim_older_than_ms
-        elif _is_int(reclaim_older_than_ms) and reclaim_older_than_ms >= floor:
+        elif is_int(reclaim_older_than_ms) and reclaim_older_than_ms >= floor:
             reclaim = reclaim_older_than_ms
         else:
             raise InvalidInputError(
@@ -452,7 +432,7 @@ class Environment:
         after the last item of that page, so pages stay stable while items change state and
         new items are created.
         """
-        if not _is_int(limit) or not 1 <= limit <= _MAX_PAGE:
+        if not is_int(limit) or not 1 <= limit <= _MAX_PAGE:
             raise InvalidInputError(
                 f"limit must be an integer from 1 to {_MAX_PAGE}, got {limit!r}",
                 key="limit",

@@ -79,7 +79,15 @@ def ensure_utc(value: object, *, name: str = "now") -> _dt.datetime:
             got=value,
         )
     if offset != _ZERO:
-        value = value - offset
+        try:
+            value = value - offset
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 lies past year 9999 in UTC
+            raise InvalidInputError(
+                f"{name} lies outside the years 1-9999 once moved to UTC: {value.isoformat()}",
+                key=name,
+                expected="a time between 0001-01-01 and 9999-12-31 in UTC",
+                got=value,
+            ) from None
     return _datetime(
         value.year,
         value.month,
@@ -198,7 +206,16 @@ class ManualClock:
                 expected="a finite number >= 0",
                 got=seconds,
             )
-        self._now = self._now + _dt.timedelta(seconds=seconds)
+        try:
+            self._now = self._now + _dt.timedelta(seconds=seconds)
+        except OverflowError:
+            room = (_datetime.max.replace(tzinfo=UTC) - self._now).total_seconds()
+            raise InvalidInputError(
+                f"advance_seconds {seconds!r} would move the clock past the year 9999",
+                key="advance_seconds",
+                expected=f"at most {room:.0f}",
+                got=seconds,
+            ) from None
         return self._now
 
     def set(self, value: _dt.datetime) -> _dt.datetime:

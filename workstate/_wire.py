@@ -31,7 +31,7 @@ from workstate._errors import (
 )
 from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._records import WORK_DATA_TYPES, HeartbeatResult, WorkData
+from workstate._records import HeartbeatResult, WorkData, check_id, check_work_data, is_int
 from workstate._table import State
 from workstate._time import format_time, parse_time
 
@@ -144,14 +144,14 @@ def _str(obj: Mapping[str, Any], key: str, *, nullable: bool = False, prefix: st
     value = obj[key]
     if value is None and nullable:
         return None
-    if not isinstance(value, str) or not value.startswith(prefix) or len(value) <= len(prefix):
-        shape = f"a string starting with {prefix!r}" if prefix else "a non-empty string"
-        if nullable:
-            shape += " or null"
+    if nullable and not isinstance(value, str):
         raise InvalidInputError(
-            f"{key} must be {shape}, got {value!r}", key=key, expected=shape, got=value
+            f"{key} must be a string or null, got {value!r}",
+            key=key,
+            expected="a string or null",
+            got=value,
         )
-    return value
+    return check_id(value, key, prefix)
 
 
 def _const(obj: Mapping[str, Any], key: str, expected: str) -> None:
@@ -193,7 +193,7 @@ def _time(obj: Mapping[str, Any], key: str, *, nullable: bool = True) -> _dt.dat
 
 def _int(obj: Mapping[str, Any], key: str) -> int:
     value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise InvalidInputError(
             f"{key} must be an integer, got {value!r}", key=key, expected="an integer", got=value
         )
@@ -230,23 +230,7 @@ def _data(value: object) -> WorkData:
             raise InvalidInputError(
                 f"data is missing the key {key!r}", key=f"data.{key}", expected=f"the key {key!r}"
             )
-    kind = value["type"]
-    if kind not in WORK_DATA_TYPES:
-        raise InvalidInputError(
-            f"data.type must be one of {sorted(WORK_DATA_TYPES)}, got {kind!r}",
-            key="data.type",
-            expected=f"one of {sorted(WORK_DATA_TYPES)}",
-            got=kind,
-        )
-    ident = value["id"]
-    if not isinstance(ident, str) or not ident:
-        raise InvalidInputError(
-            f"data.id must be a non-empty string, got {ident!r}",
-            key="data.id",
-            expected="a non-empty string",
-            got=ident,
-        )
-    return WorkData(type=kind, id=ident)
+    return check_work_data(value["type"], value["id"])
 
 
 def _metadata(value: object) -> Mapping[str, str]:

@@ -40,7 +40,7 @@ from workstate._errors import (
     PreconditionFailedError,
 )
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._records import WORK_DATA_TYPES, HeartbeatResult, WorkData
+from workstate._records import HeartbeatResult, WorkData, check_id, check_work_data, is_int
 from workstate._table import LeaseEffect, Move, Operation, Stamp, State
 from workstate._time import UTC, ensure_utc, format_time, parse_time
 
@@ -50,7 +50,6 @@ NO_HEARTBEAT = "NO_HEARTBEAT"
 """The heartbeat token that claims a lease with no heartbeat yet."""
 
 _EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
-_LEASE_STATES = frozenset({State.STARTING, State.ACTIVE, State.STOPPING})
 _TTL_CACHE: dict[int, _dt.timedelta] = {}
 _ACK, _STARTED, _LATEST, _STOP_REQ, _STOPPED = (
     Stamp.ACKNOWLEDGED_AT,
@@ -79,6 +78,19 @@ _KEEP, _EXTEND, _START, _END = (
 )
 _SECONDS = Precision.SECONDS
 _datetime = _dt.datetime
+
+
+def _deadline(now: _dt.datetime, ttl: int) -> _dt.datetime:
+    """The lease deadline ``now + ttl``; a 400 on ``now`` when that lies past the year 9999."""
+    try:
+        return now + _ttl_delta(ttl)
+    except OverflowError:
+        raise InvalidInputError(
+            f"a lease of {ttl} s from {format_time(now)} would end after the year 9999",
+            key="now",
+            expected=f"a time at least {ttl} s before 9999-12-31T23:59:59.999999Z",
+            got=now,
+        ) from None
 
 
 def _ttl_delta(seconds: int) -> _dt.timedelta:
@@ -424,8 +436,8 @@ class Work:
         Give either ``session_id`` (for ``{"type": "session", "id": session_id}``) or ``data``.
         """
         now = ensure_utc(now)
-        _check_id(id, "id", "work_")
-        _check_id(environment_id, "environment_id", "env_")
+        check_id(id, "id", "work_")
+        check_id(environment_id, "environment_id", "env_")
         if data is None:
             if session_id is None:
                 raise InvalidInputError(
@@ -433,8 +445,7 @@ class Work:
                     key="data",
                     expected="data={'type': 'session', 'id': ...} or session_id=...",
                 )
-            _check_id(session_id, "data.id", "")
-            data = _new_data("session", session_id)
+            data = _new_data("session", check_id(session_id, "data.id"))
         elif session_id is not None:
             raise InvalidInputError(
                 "give data or session_id, not both",
@@ -443,14 +454,7 @@ class Work:
                 got=session_id,
             )
         else:
-            if data.type not in WORK_DATA_TYPES:
-                raise InvalidInputError(
-                    f"data.type must be one of {sorted(WORK_DATA_TYPES)}, got {data.type!r}",
-                    key="data.type",
-                    expected=f"one of {sorted(WORK_DATA_TYPES)}",
-                    got=data.type,
-                )
-            _check_id(data.id, "data.id", "")
+            check_work_data(data.type, data.id)
         if secret is not None and not isinstance(secret, str):
             raise InvalidInputError(
                 f"secret must be a string or None, got {type(secret).__name__}",
@@ -529,9 +533,7 @@ class Work:
         profile = self.body.profile
         state = self.state
         if desired_ttl_seconds is not None and (
-            isinstance(desired_ttl_seconds, bool)
-            or not isinstance(desired_ttl_seconds, int)
-            or desired_ttl_seconds <= 0
+            not is_int(desired_ttl_seconds) or desired_ttl_seconds <= 0
         ):
             raise InvalidInputError(
                 f"desired_ttl_seconds must be a positive integer, got {desired_ttl_seconds!r}",
@@ -556,7 +558,7 @@ class Work:
         if plan is None:
             if (
                 state is _QUEUED
-                and token is not None
+                and token  # a timestamp: neither None, nor "", nor NO_HEARTBEAT
                 and token != NO_HEARTBEAT
                 and profile.queued_heartbeat_token_is_precondition_failed
             ):
@@ -747,12 +749,12 @@ class Work:
             assert ttl is not None
             token = format_time(now)
             ttl_seconds = ttl
-            deadline = now + _ttl_delta(ttl)
+            deadline = _deadline(now, ttl)
         elif lease is _START:
             assert ttl is not None
             token = None
             ttl_seconds = ttl
-            deadline = now + _ttl_delta(ttl)
+            deadline = _deadline(now, ttl)
             attempt += 1
             d_at, d_to = None, delivered_to if delivered_to is not None else d_to
         elif lease is _END:
@@ -850,11 +852,3 @@ def _new_work(
     new.touched_at = touched_at
     new.__class__ = Work
     return cast(Work, new)
-
-
-def _check_id(value: object, key: str, prefix: str) -> None:
-    if not isinstance(value, str) or not value.startswith(prefix) or len(value) <= len(prefix):
-        shape = f"a string starting with {prefix!r}" if prefix else "a non-empty string"
-        raise InvalidInputError(
-            f"{key} must be {shape}, got {value!r}", key=key, expected=shape, got=value
-        )

@@ -207,7 +207,11 @@ def jitter(low: float, high: float, *, random: RandomSource) -> float:
 
 
 def _check_now(now: object, latest: float | None, work_id: str | None) -> float:
-    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+    if (
+        isinstance(now, bool)
+        or not isinstance(now, (int, float))
+        or not -1e15 <= now <= 1e15  # no NaN, no infinity, no int too big for a float
+    ):
         raise InvalidInputError(
             f"now must be a finite number of seconds from a monotonic clock, got {now!r}",
             key="now",

@@ -102,7 +102,7 @@ async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, An
         return {}
     try:
         value = json.loads(raw)
-    except ValueError as exc:  # also UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; too deep a nesting
         raise InvalidInputError(
             f"the request body is not valid JSON: {exc}",
             key="body",
@@ -281,7 +281,7 @@ class MockServer:
                 "the server runs on the real clock, which cannot be moved; start it with "
                 "--clock manual (or MockServer(clock=ManualClock(...))) to move time by hand",
                 status=409,
-                error_type="conflict_error",
+                error_type=self.profile.conflict_error_type,
             )
         return clock
 
