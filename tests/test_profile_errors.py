@@ -46,6 +46,7 @@ def test_custom_profile() -> None:
         {"max_ttl_seconds": 100},
         {"max_metadata_pairs": -1},
         {"default_ttl_seconds": True},
+        {"min_reclaim_older_than_ms": 6000},
     ],
 )
 def test_inconsistent_profile_is_refused(changes: dict[str, int]) -> None:

@@ -150,6 +150,11 @@ def test_not_an_object(text: Any, key: str) -> None:
     assert info.value.key == key
 
 
+def test_an_empty_secret_round_trips() -> None:
+    w = new(secret="")
+    assert work_from_json(w.to_json(include_secret=True)).secret == ""
+
+
 def test_unknown_keys_allowed_when_not_strict() -> None:
     assert work_from_json({**good(), "extra": 1}, strict=False).state is State.ACTIVE
 

@@ -26,7 +26,7 @@ class Precision(enum.Enum):
     SECONDS = "seconds"
 
 
-def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"Profile.{attribute.name} must be a non-negative int, got {value!r}")
 
@@ -53,27 +53,33 @@ class Profile:
     """The API error ``type`` of a lifecycle 409."""
     ack_binds_worker: bool
     """True: an ack whose worker id differs from the one the item was delivered to is 409."""
-    default_ttl_seconds: int = attrs.field(validator=_positive)
+    default_ttl_seconds: int = attrs.field(validator=_non_negative)
     """The lease TTL when a heartbeat does not ask for one, and the TTL an ack starts with."""
-    min_ttl_seconds: int = attrs.field(validator=_positive)
+    min_ttl_seconds: int = attrs.field(validator=_non_negative)
     """Lower bound of the effective TTL (a desired TTL below it is raised to it)."""
-    max_ttl_seconds: int = attrs.field(validator=_positive)
+    max_ttl_seconds: int = attrs.field(validator=_non_negative)
     """Upper bound of the effective TTL (a desired TTL above it is lowered to it)."""
     lifecycle_precision: Precision
     """Precision of ``created_at``, ``acknowledged_at``, ``started_at``, ``stop_requested_at``
     and ``stopped_at``.  Heartbeat times always keep microseconds."""
-    min_reclaim_older_than_ms: int = attrs.field(validator=_positive)
+    min_reclaim_older_than_ms: int = attrs.field(validator=_non_negative)
     """The smallest ``reclaim_older_than_ms`` a poll may ask for."""
-    default_reclaim_older_than_ms: int = attrs.field(default=5000, validator=_positive)
+    default_reclaim_older_than_ms: int = attrs.field(default=5000, validator=_non_negative)
     """The redelivery window when a poll does not name one."""
-    max_metadata_pairs: int = attrs.field(default=16, validator=_positive)
+    max_metadata_pairs: int = attrs.field(default=16, validator=_non_negative)
     """How many metadata pairs an item may hold."""
-    max_metadata_key_length: int = attrs.field(default=64, validator=_positive)
+    max_metadata_key_length: int = attrs.field(default=64, validator=_non_negative)
     """The longest metadata key, in characters."""
-    max_metadata_value_length: int = attrs.field(default=512, validator=_positive)
+    max_metadata_value_length: int = attrs.field(default=512, validator=_non_negative)
     """The longest metadata value, in characters."""
 
     def __attrs_post_init__(self) -> None:
+        if self.default_reclaim_older_than_ms < self.min_reclaim_older_than_ms:
+            raise ValueError(
+                "Profile.default_reclaim_older_than_ms must be at least "
+                f"min_reclaim_older_than_ms ({self.min_reclaim_older_than_ms}), "
+                f"got {self.default_reclaim_older_than_ms}"
+            )
         if not 0 < self.min_ttl_seconds <= self.default_ttl_seconds <= self.max_ttl_seconds:
             raise ValueError(
                 "Profile TTLs must satisfy 0 < min_ttl_seconds <= default_ttl_seconds <= "

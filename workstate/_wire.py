@@ -291,7 +291,14 @@ def work_from_json(value: object, *, profile: Profile = ANTHROPIC, strict: bool 
         )
     }
     metadata = _metadata(obj["metadata"])
-    secret = _str(obj, "secret", nullable=True)
+    secret = obj["secret"]
+    if secret is not None and not isinstance(secret, str):  # opaque: any string, "" included
+        raise InvalidInputError(
+            f"secret must be a string or null, got {secret!r}",
+            key="secret",
+            expected="a string or null",
+            got=secret,
+        )
     latest = stamps["latest_heartbeat_at"]
     ack = stamps["acknowledged_at"]
     ttl = deadline = None
