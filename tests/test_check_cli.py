@@ -140,10 +140,10 @@ def test_usage_errors_exit_2_and_help_exits_0(capsys: pytest.CaptureFixture[str]
     assert "usage: python -m workstate check" in capsys.readouterr().out
 
 
-def test_the_testing_package_reexports_the_command() -> None:
-    from workstate.testing import _cli
+def test_the_dispatcher_runs_this_command(tmp_path: pathlib.Path) -> None:
+    from workstate.__main__ import main as dispatch
 
-    assert _cli.main is main
+    assert dispatch(["check", write(tmp_path, [json.dumps(r) for r in life()])]) == 0
 
 
 def test_the_command_runs_without_hypothesis(tmp_path: pathlib.Path) -> None:
