@@ -272,3 +272,6 @@ def test_lease_state_json() -> None:
     with pytest.raises(InvalidInputError) as info:
         lease_state_from_json({**ls.to_json(), "last_heartbeat": "bad"})
     assert info.value.key == "last_heartbeat"
+    with pytest.raises(InvalidInputError, match="a string or null") as info:
+        lease_state_from_json({**ls.to_json(), "last_heartbeat": 5})
+    assert info.value.key == "last_heartbeat"
