@@ -38,6 +38,12 @@ def _expected(profile: Profile, state: State, op: Operation) -> State | None:
     return None
 
 
+def test_lease_states_are_those_expiry_leaves() -> None:
+    from workstate._table import LEASE_STATES
+
+    assert {State.STARTING, State.ACTIVE, State.STOPPING} == LEASE_STATES
+
+
 def test_table_has_no_duplicate_rows() -> None:
     keys = [(mv.source, mv.operation, mv.when) for mv in MOVES]
     assert len(keys) == len(set(keys))

@@ -19,12 +19,11 @@ from collections.abc import Mapping
 import attrs
 
 from workstate._profile import Precision, Profile
-from workstate._table import State
+from workstate._table import LEASE_STATES, State
 from workstate._time import format_time, truncate
 
 __all__ = ["Violation", "invariant_violations"]
 
-_LEASE_STATES = frozenset({State.STARTING, State.ACTIVE, State.STOPPING})
 
 # Which lifecycle timestamps must be set (True), must be null (False), or may be either (None).
 _NULLNESS: dict[State, dict[str, bool | None]] = {
@@ -238,7 +237,7 @@ def _private_violations(work: object, stamps: dict[str, _dt.datetime | None]) ->
     assert isinstance(work, Work)
     out = []
     profile = work.body.profile
-    holds_lease = work.state in _LEASE_STATES
+    holds_lease = work.state in LEASE_STATES
     if holds_lease != (work.lease_expires_at is not None):
         out.append(
             Violation(

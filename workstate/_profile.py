@@ -16,6 +16,8 @@ from types import MappingProxyType
 
 import attrs
 
+from workstate._records import is_int
+
 __all__ = ["ANTHROPIC", "PROFILES", "QODER", "Precision", "Profile"]
 
 
@@ -27,7 +29,7 @@ class Precision(enum.Enum):
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_int(value) or value < 0:
         raise ValueError(f"Profile.{attribute.name} must be a non-negative int, got {value!r}")
 
 

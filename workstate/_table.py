@@ -20,7 +20,7 @@ import enum
 
 import attrs
 
-__all__ = ["MOVES", "LeaseEffect", "Move", "Operation", "Rule", "Stamp", "State"]
+__all__ = ["LEASE_STATES", "MOVES", "LeaseEffect", "Move", "Operation", "Rule", "Stamp", "State"]
 
 
 class State(enum.Enum):
@@ -251,3 +251,8 @@ MOVES: tuple[Move, ...] = (
     # metadata: a merge patch in every state, never a change of state
     *(_m(s, Operation.UPDATE_METADATA, s, note="merge patch") for s in State),
 )
+
+LEASE_STATES: frozenset[State] = frozenset(
+    mv.source for mv in MOVES if mv.operation is Operation.EXPIRE
+)
+"""The states in which an item holds a lease: those a lease expiry can move out of."""

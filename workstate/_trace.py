@@ -61,7 +61,7 @@ from workstate._errors import InvalidInputError
 from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile
 from workstate._records import HeartbeatResult
-from workstate._table import LeaseEffect, Move, Operation, Stamp, State
+from workstate._table import LEASE_STATES, LeaseEffect, Move, Operation, Stamp, State
 from workstate._time import format_time, parse_time, truncate
 from workstate._wire import heartbeat_from_json, work_from_json
 from workstate._work import Work
@@ -81,7 +81,6 @@ _INDEX = {s: i for i, s in enumerate(_STAMPS)}
 _LATEST = _INDEX[Stamp.LATEST_HEARTBEAT_AT]
 _MICRO = _dt.timedelta(microseconds=1)
 _SECOND = _dt.timedelta(seconds=1)
-_LEASE_STATES = frozenset({State.STARTING, State.ACTIVE, State.STOPPING})
 _CLIENT_OPS = frozenset({Operation.ACK, Operation.HEARTBEAT, Operation.STOP, Operation.FORCE_STOP})
 _SET_ONCE = ("environment_id", "data", "created_at")
 _NO_LIMIT = 1 << 30
@@ -517,7 +516,7 @@ def _baseline(work: Work, rules: _Rules) -> _Node:
     known_ttl = None
     if latest is None and work.state is not State.QUEUED:
         known_ttl = profile.default_ttl_seconds
-    if work.state in _LEASE_STATES:
+    if work.state in LEASE_STATES:
         anchor = latest or work.acknowledged_at or work.created_at
         ttl = profile.min_ttl_seconds if latest is not None else profile.default_ttl_seconds
         deadline = anchor + _dt.timedelta(seconds=ttl)

@@ -32,7 +32,7 @@ from workstate._errors import (
 from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
 from workstate._records import HeartbeatResult, WorkData, check_id, check_work_data, is_int
-from workstate._table import State
+from workstate._table import LEASE_STATES, State
 from workstate._time import format_time, parse_time
 
 __all__ = [
@@ -302,7 +302,7 @@ def work_from_json(value: object, *, profile: Profile = ANTHROPIC, strict: bool 
     latest = stamps["latest_heartbeat_at"]
     ack = stamps["acknowledged_at"]
     ttl = deadline = None
-    if state in (State.STARTING, State.ACTIVE, State.STOPPING):
+    if state in LEASE_STATES:
         ttl = profile.default_ttl_seconds
         anchor = latest or ack or created
         deadline = anchor + _dt.timedelta(seconds=ttl)

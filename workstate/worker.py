@@ -55,7 +55,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from workstate._errors import IllegalMoveError, InvalidInputError, LeaseState
-from workstate._records import HeartbeatResult
+from workstate._records import HeartbeatResult, is_int
 from workstate._table import State
 from workstate._wire import heartbeat_from_json, lease_state_from_json
 from workstate._work import NO_HEARTBEAT
@@ -137,7 +137,7 @@ the response text).  With the SDK, pass ``response.to_dict()``."""
 
 # ----------------------------------------------------------------------------- helpers
 def _check_status(status: object) -> int:
-    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+    if not is_int(status) or not 400 <= status <= 599:
         raise InvalidInputError(
             f"status must be an HTTP error status (400-599), got {status!r}",
             key="status",
@@ -168,7 +168,7 @@ def backoff(attempt: int) -> float:
     >>> [backoff(n) for n in (1, 2, 5, 6, 5000)]
     [2.0, 4.0, 32.0, 60.0, 60.0]
     """
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+    if not is_int(attempt) or attempt < 1:
         raise InvalidInputError(
             f"attempt must be a positive integer, got {attempt!r}",
             key="attempt",

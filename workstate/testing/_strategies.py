@@ -64,7 +64,6 @@ _MIN_TIME = _dt.datetime(2020, 1, 1)
 _MAX_TIME = _dt.datetime(2090, 1, 1)  # room to add years of steps without overflow
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 _KEY_ALPHABET = _ALNUM + "-_."
-_LEASE_STATES = frozenset({State.STARTING, State.ACTIVE, State.STOPPING})
 _STAMP_KEYS = (
     "acknowledged_at",
     "started_at",
