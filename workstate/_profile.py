@@ -13,12 +13,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 
 from workstate._records import is_int
 
-__all__ = ["ANTHROPIC", "PROFILES", "QODER", "Precision", "Profile"]
+__all__ = ["ANTHROPIC", "PROFILES", "QODER", "Precision", "Profile", "evolve_profile"]
 
 
 class Precision(enum.Enum):
@@ -130,3 +131,28 @@ QODER = Profile(
 
 PROFILES: Mapping[str, Profile] = MappingProxyType({p.name: p for p in (ANTHROPIC, QODER)})
 """The shipped profiles by name."""
+
+
+def evolve_profile(profile: Profile, overrides: Mapping[str, Any]) -> Profile:
+    """``profile`` with the fields in ``overrides`` changed, validated like any profile.
+
+    A ``default_ttl_seconds`` outside the profile's TTL range widens the range to include it,
+    unless the overrides set that bound too: ``{"default_ttl_seconds": 2}`` on
+    :data:`ANTHROPIC` (range 10-600) gives a default of 2 and a range of 2-600.  An unknown
+    field or a value the profile rejects raises :class:`ValueError` naming it.
+
+    >>> evolve_profile(ANTHROPIC, {"default_ttl_seconds": 2}).min_ttl_seconds
+    2
+    """
+    names = [f.name for f in attrs.fields(Profile)]
+    for name in overrides:
+        if name not in names:
+            raise ValueError(f"Profile has no field {name!r}; the fields are {names}")
+    changes = dict(overrides)
+    default = changes.get("default_ttl_seconds")
+    if is_int(default):
+        if "min_ttl_seconds" not in changes and default < profile.min_ttl_seconds:
+            changes["min_ttl_seconds"] = default
+        if "max_ttl_seconds" not in changes and default > profile.max_ttl_seconds:
+            changes["max_ttl_seconds"] = default
+    return attrs.evolve(profile, **changes) if changes else profile

@@ -9,9 +9,11 @@ This is an adapter and holds no lifecycle rules.  A request goes through three s
    1-999, ``limit`` 1-1000, TTLs, tokens, metadata limits) are the core's, not ours.
 2. *Call the core under one lock*: read the clock, apply the leases that fell due
    (:meth:`Environment.expire_due`), make the one call the endpoint stands for.  The lock is a
-   :class:`threading.Lock` held only by synchronous code (never across an ``await``), so the
+   :class:`threading.RLock` held only by synchronous code (never across an ``await``), so the
    event loop serves requests concurrently while no two of them touch an environment at once,
-   and a test thread may inspect an environment safely while the server runs in another thread.
+   and a test thread may inspect an environment safely while the server runs in another thread
+   (re-entrant, so the documented ``with server.lock: server.environment(...)`` works; since
+   no coroutine holds it across an ``await``, re-entry never lets two requests interleave).
 3. *Render*: the core's records know their JSON; every :class:`~workstate.WorkstateError`
    knows its status and its envelope.  The front middleware adds a ``request-id`` header to
    every response (and the same id to every error envelope), checks the API key, and turns an
@@ -39,6 +41,7 @@ import datetime as _dt
 import hmac
 import json
 import logging
+import random
 import re
 import secrets
 import socket
@@ -59,11 +62,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workstate._environment import Environment
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
-from workstate._profile import ANTHROPIC, Profile
+from workstate._profile import ANTHROPIC, Profile, evolve_profile
 from workstate._records import WorkData
 from workstate._time import ManualClock, SystemClock, format_time, parse_time
 from workstate._wire import work_data_from_json as _work_data_from_json
 from workstate._work import Work
+from workstate.server._session_api import SessionHub
+from workstate.server._sessions import Session
 
 __all__ = ["MockServer", "serve_in_thread"]
 
@@ -153,7 +158,10 @@ class MockServer:
     Every ``env_...`` id names an environment, created on first use.  Touch an environment only
     through this object's methods, or while holding :attr:`lock`.  ``id_factory`` (given the
     prefix ``work_`` or ``sesn_``) chooses the generated ids, as for
-    :class:`~workstate._environment.Environment`.
+    :class:`~workstate._environment.Environment`.  ``seed`` seeds the generator of everything
+    else the server makes up (sessions tokens).  ``profile_overrides`` changes fields of
+    ``profile`` (e.g. ``{"default_ttl_seconds": 2}`` for leases that lapse in seconds; see
+    :func:`~workstate._profile.evolve_profile`).
     """
 
     def __init__(
@@ -163,15 +171,21 @@ class MockServer:
         clock: Clock | None = None,
         api_key: str | None = None,
         id_factory: Callable[[str], str] | None = None,
+        seed: int | None = None,
+        profile_overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        self.profile = profile
-        """The profile of every environment this server creates."""
+        self.profile = evolve_profile(profile, profile_overrides or {})
+        """The profile of every environment this server creates (with the overrides applied)."""
         self.clock: Clock = SystemClock() if clock is None else clock
         """The clock the server reads for every request."""
         self.api_key = api_key
         """The key every request must carry, or None to accept any request."""
-        self.lock = threading.Lock()
-        """Held around every touch of an environment."""
+        self.lock = threading.RLock()
+        """Held around every touch of an environment or a session; re-entrant, so a test may
+        hold it across several inspections (``with server.lock: server.environment(...)``)."""
+        self._random = random.Random(secrets.randbits(64) if seed is None else seed)
+        self.sessions = SessionHub(self)
+        """The scripted sessions of the session items, their tokens and streams."""
         self._id_factory = id_factory
         self._environments: dict[str, Environment] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
@@ -211,16 +225,28 @@ class MockServer:
         metadata: Mapping[str, str] | None = None,
         secret: str | None = None,
         work_id: str | None = None,
+        session: Mapping[str, Any] | None = None,
     ) -> Work:
         """Queue a new item, as ``POST /mock/environments/{environment_id}/work`` does.
 
-        Without ``data`` the item is about a new session with a generated id.
+        Without ``data`` the item is about a new session with a generated id.  A session item
+        gets a scripted session: ``session`` is ``{"script": [...], "status": ...}`` (see
+        ``docs/mock-server.md``); without it the session ends its turn as soon as a worker
+        attaches.  Without ``secret`` every delivery mints one the SDK understands.
         """
         with self.lock:
             env, now = self._touch(environment_id)
+            kind = "session" if data is None else data.type
+            parsed = self.sessions.check_new(session, kind, None if data is None else data.id)
             work = env.create(now, data=data, metadata=metadata, secret=secret, work_id=work_id)
+            self.sessions.add(work, parsed)
             self._wake(environment_id)
             return work
+
+    def session(self, session_id: str) -> Session:
+        """The scripted session ``session_id`` as it is now (404 when there is none)."""
+        with self.lock:
+            return self.sessions.session(session_id)
 
     def advance(self, seconds: float) -> _dt.datetime:
         """Move the manual clock forward by ``seconds`` and apply the leases that fell due."""
@@ -307,6 +333,7 @@ class MockServer:
             Route(item + "/stop", self._stop, methods=["POST"]),
             Route("/mock/environments/{environment_id}/work", self._mock_create, methods=["POST"]),
             Route("/mock/clock", self._mock_clock, methods=["GET", "POST"]),
+            *self.sessions.routes(),
         ]
         return Starlette(
             routes=routes,
@@ -331,7 +358,8 @@ class MockServer:
                     now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
                 )
                 if work is not None:
-                    return JSONResponse(work.to_json(include_secret=True))
+                    base = str(request.base_url).rstrip("/")
+                    return JSONResponse(self.sessions.delivery_json(work, base))
                 if deadline is None:
                     deadline = loop.time() + (block_ms or 0) / 1000
                 wait = deadline - loop.time()
@@ -421,7 +449,7 @@ class MockServer:
 
     async def _mock_create(self, request: Request) -> Response:
         environment_id = request.path_params["environment_id"]
-        body = await _json_body(request, ("data", "metadata", "secret", "work_id"))
+        body = await _json_body(request, ("data", "metadata", "secret", "work_id", "session"))
         data = _work_data_from_json(body["data"]) if "data" in body else None
         work = self.create_work(
             environment_id,
@@ -429,6 +457,7 @@ class MockServer:
             metadata=body.get("metadata"),
             secret=body.get("secret"),
             work_id=body.get("work_id"),
+            session=body.get("session"),
         )
         return JSONResponse(work.to_json())
 
@@ -521,10 +550,16 @@ class _Front:
             await send(message)
 
         key = self.server.api_key
-        if key is not None and not _authorized(Headers(scope=scope), key):
+        headers = Headers(scope=scope)
+        if (
+            key is not None
+            and not _authorized(headers, key)
+            and not self.server.sessions.token_allows(headers, scope["path"])
+        ):
             error = WorkstateError(
                 "invalid or missing API key: send the server's key as the x-api-key header "
-                "or as Authorization: Bearer <key>",
+                "or as Authorization: Bearer <key> (an item's sessions token also works, on "
+                "that item's own calls)",
                 status=401,
                 error_type="authentication_error",
             )

@@ -27,6 +27,11 @@ from workstate.server._app import MockServer, base_url, bind
 __all__ = ["main"]
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+_TTL_FLAGS = {
+    "--default-ttl": "default_ttl_seconds",
+    "--min-ttl": "min_ttl_seconds",
+    "--max-ttl": "max_ttl_seconds",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RFC3339",
         help="with --clock manual: the clock's start time [the current time]",
     )
+    for flag, field in _TTL_FLAGS.items():
+        parser.add_argument(
+            flag,
+            type=int,
+            default=None,
+            metavar="SECONDS",
+            help=f"override the profile's {field} (--default-ttl alone widens the range to "
+            "include it) [the profile's]"
+            if flag == "--default-ttl"
+            else f"override the profile's {field} [the profile's]",
+        )
     return parser
 
 
@@ -106,7 +122,21 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--start needs --clock manual")
     else:
         clock = SystemClock()
-    server = MockServer(profile=PROFILES[args.profile], clock=clock, api_key=args.api_key)
+    overrides = {
+        field: getattr(args, flag[2:].replace("-", "_"))
+        for flag, field in _TTL_FLAGS.items()
+        if getattr(args, flag[2:].replace("-", "_")) is not None
+    }
+    try:
+        server = MockServer(
+            profile=PROFILES[args.profile],
+            clock=clock,
+            api_key=args.api_key,
+            profile_overrides=overrides,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    p = server.profile
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
@@ -116,7 +146,8 @@ def main(argv: Sequence[str]) -> int:
     key = ", API key required" if args.api_key is not None else ""
     print(
         f"workstate mock server listening on {url} "
-        f"(profile {args.profile}, {args.clock} clock{key})\n"
+        f"(profile {args.profile}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
+        f"in {p.min_ttl_seconds}-{p.max_ttl_seconds} s)\n"
         f"  SDK: anthropic.Anthropic(base_url={url!r}, api_key=...)\n"
         f"  queue an item: curl -X POST {url}/mock/environments/env_demo/work",
         flush=True,

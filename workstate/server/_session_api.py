@@ -1,0 +1,306 @@
+"""The sessions surface of the mock server: ``/v1/sessions/...``, sessions tokens, inspection.
+
+Theory of operation
+-------------------
+An adapter over :class:`~workstate.server._sessions.Session` with no rules of its own, shaped
+by what the official worker calls for a session item (``anthropic.lib.environments``):
+
+* ``GET /v1/sessions/{id}`` — the session (its ``status`` says whether to run it at all);
+* ``GET /v1/sessions/{id}/events/stream`` — server-sent events, live.  Opening it attaches the
+  worker, which starts the script.  The stream carries every event recorded from the moment it
+  opened (``event: <type>`` and ``data: <json>``; the SDK skips frames without an event name),
+  a ``ping`` frame when nothing happened for a while, and ends right after
+  ``session.status_terminated`` (a stream opened on a terminated session repeats that event
+  and ends).  An idle session keeps its stream open: the SDK's runner decides when an idle
+  session is done (its ``max_idle``);
+* ``GET /v1/sessions/{id}/events`` — the history, paged (the runner reads it right after the
+  stream opens, so nothing is lost between the two);
+* ``POST /v1/sessions/{id}/events`` — the tool results the worker sends.
+
+Anything else under ``/v1/`` (skills, memory stores, session creation) is the router's 404 in
+the API's envelope; the sessions the mock creates have no skills and no resources, so the
+worker never asks for them.
+
+Secrets.  A poll that hands out an item created without a ``secret`` answers with a freshly
+minted one, the unpadded base64url JSON ``{"sessions_token": ..., "api_base_url": ...}`` the
+SDK decodes.  The token (from the server's seeded random generator) authorizes, as a Bearer,
+the calls of that item — its session's ``/v1/sessions/{id}...`` and its own
+``/v1/environments/{env}/work/{id}...`` — in addition to the server's API key.  An item created
+with a ``secret`` (an opaque string, even ``""``) gets that secret verbatim and no token.
+
+Every touch of a session happens under the server's lock, in synchronous code; a stream waits
+for changes outside it, on a future that a change resolves (as the long poll does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive
+
+from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
+from workstate._work import Work
+from workstate.server._sessions import Session, SessionStatus, parse_session_spec
+
+if TYPE_CHECKING:
+    from workstate.server._app import MockServer
+
+__all__ = ["SessionHub"]
+
+_PING_SECONDS = 10.0  # a quiet stream sends a ping this often, so proxies keep it open
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+_ITEM_PATH = re.compile(r"/v1/environments/([^/]+)/work/([^/]+)(?:/[^/]*)?", re.ASCII)
+_SESSION_PATH = re.compile(r"/v1/sessions/([^/]+)(?:/.*)?", re.ASCII)
+
+
+@attrs.frozen
+class _Grant:
+    """What one sessions token authorizes: one item and its session."""
+
+    environment_id: str
+    work_id: str
+    session_id: str
+
+
+def _int_query(request: Request, name: str) -> int | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    if _INTEGER.fullmatch(text) is None:
+        raise InvalidInputError(
+            f"query parameter {name} must be an integer, got {text!r}",
+            key=name,
+            expected="an integer",
+            got=text,
+        )
+    return int(text)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Return when the client has gone (the stream's request has no body left to read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _frame(event: Mapping[str, Any]) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+class SessionHub:
+    """The sessions of one :class:`~workstate.server.MockServer`, their tokens and streams."""
+
+    def __init__(self, server: MockServer) -> None:
+        self._server = server
+        self._sessions: dict[str, Session] = {}
+        self._grants: dict[str, _Grant] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+
+    # -------------------------------------------------------------- for the server (locked)
+    def check_new(self, spec: object, data_type: str, session_id: str | None) -> tuple[Any, ...]:
+        """Validate a creation's ``session`` spec before anything is created (a 400 or 409)."""
+        if spec is None:
+            return ()
+        if data_type != "session":
+            raise InvalidInputError(
+                f"a {data_type} item has no session; leave session out",
+                key="session",
+                expected="no session for a non-session item",
+                got=spec,
+            )
+        if session_id is not None and session_id in self._sessions:
+            raise IllegalMoveError(
+                f"session {session_id} already exists; create the item without a session spec "
+                "to serve the existing session again",
+                error_type=self._server.profile.conflict_error_type,
+            )
+        return parse_session_spec(spec)
+
+    def add(self, work: Work, parsed: tuple[Any, ...]) -> None:
+        """Give a new session item its session (the default one without a spec)."""
+        data = work.body.data
+        if data.type != "session" or (not parsed and data.id in self._sessions):
+            return
+        if parsed:
+            status, script = parsed
+            session = Session.create(
+                data.id,
+                work.body.environment_id,
+                work.body.created_at,
+                status=status,
+                script=script,
+            )
+        else:
+            session = Session.create(data.id, work.body.environment_id, work.body.created_at)
+        self._sessions[data.id] = session
+
+    def session(self, session_id: str) -> Session:
+        """The session ``session_id`` (404 when there is none)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise NotFoundError(
+                f"session {session_id!r} not found; the mock has a session for every session "
+                "item created through it"
+            )
+        return session
+
+    def delivery_json(self, work: Work, base_url: str) -> dict[str, Any]:
+        """A poll's answer for ``work``: with a minted secret unless the item has its own."""
+        body = work.to_json(include_secret=True)
+        if work.body.secret is None:
+            token = f"sesstok_{self._server._random.getrandbits(160):040x}"
+            self._grants[token] = _Grant(work.body.environment_id, work.id, work.body.data.id)
+            payload = json.dumps({"sessions_token": token, "api_base_url": base_url})
+            body["secret"] = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+        return body
+
+    def token_allows(self, headers: Headers, path: str) -> bool:
+        """Whether the request's Bearer is a sessions token whose item ``path`` belongs to."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        with self._server.lock:
+            grant = self._grants.get(token.strip())
+        if grant is None:
+            return False
+        item = _ITEM_PATH.fullmatch(path)
+        if item is not None:
+            return item.groups() == (grant.environment_id, grant.work_id)
+        session = _SESSION_PATH.fullmatch(path)
+        return session is not None and session.group(1) == grant.session_id
+
+    # -------------------------------------------------------------- routes
+    def routes(self) -> list[Route]:
+        """The routes of the sessions surface and its inspection."""
+        one = "/v1/sessions/{session_id}"
+        return [
+            Route(one, self._retrieve, methods=["GET"]),
+            Route(one + "/events", self._events, methods=["GET", "POST"]),
+            Route(one + "/events/stream", self._stream, methods=["GET"]),
+            Route("/mock/sessions/{session_id}", self._inspect, methods=["GET"]),
+        ]
+
+    def _locked(self, action: Callable[[], Any]) -> Any:
+        with self._server.lock:
+            return action()
+
+    async def _retrieve(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        return JSONResponse(self._locked(lambda: self.session(session_id).to_json()))
+
+    async def _inspect(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        return JSONResponse(self._locked(lambda: self.session(session_id).inspect_json()))
+
+    async def _events(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if request.method == "GET":
+            limit = _int_query(request, "limit")
+            page = request.query_params.get("page")
+            order = request.query_params.get("order")
+            listing = self._locked(
+                lambda: self.session(session_id).events_page(limit=limit, page=page, order=order)
+            )
+            return JSONResponse(listing.to_json())
+        body = await _json_object(request)
+        with self._server.lock:
+            session = self.session(session_id)
+            changed, recorded = session.receive(body.get("events"), self._server._now())
+            self._sessions[session_id] = changed
+            self._wake(session_id)
+        return JSONResponse({"data": [e.to_json() for e in recorded]})
+
+    async def _stream(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        with self._server.lock:
+            session = self.session(session_id)
+            start = len(session.events)
+            if session.status is SessionStatus.TERMINATED:
+                start -= 1  # repeat the termination, so a late reader learns it too
+            self._sessions[session_id] = session.attach(self._server._now())
+            self._wake(session_id)
+        return StreamingResponse(
+            self._frames(session_id, start, request.receive),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
+        )
+
+    async def _frames(self, session_id: str, cursor: int, receive: Receive) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            while True:
+                waiter: asyncio.Future[None] | None = None
+                with self._server.lock:
+                    session = self._sessions[session_id]
+                    fresh = session.events[cursor:]
+                    cursor = len(session.events)
+                    over = session.status is SessionStatus.TERMINATED
+                    if not fresh and not over:
+                        waiter = loop.create_future()
+                        self._waiters.setdefault(session_id, set()).add(waiter)
+                for event in fresh:
+                    yield _frame(event.to_json())
+                if over:
+                    return
+                if waiter is None:
+                    continue
+                try:
+                    done, _ = await asyncio.wait(
+                        {waiter, gone}, timeout=_PING_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    with self._server.lock:
+                        self._waiters.get(session_id, set()).discard(waiter)
+                if gone in done:
+                    return
+                if not done:
+                    yield 'event: ping\ndata: {"type":"ping"}\n\n'
+        finally:
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
+
+    def _wake(self, session_id: str) -> None:
+        for waiter in self._waiters.pop(session_id, ()):
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        value = json.loads(raw) if raw.strip() else None
+    except (ValueError, RecursionError):
+        value = raw[:200].decode("utf-8", "replace")
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f'the request body must be a JSON object {{"events": [...]}}, got {value!r}',
+            key="body",
+            expected='a JSON object {"events": [...]}',
+            got=value,
+        )
+    for key in value:
+        if key != "events":
+            raise InvalidInputError(
+                f"the request body has the unknown key {key!r}; the known key is 'events'",
+                key=key,
+                expected="only the key 'events'",
+                got=key,
+            )
+    return value
