@@ -122,6 +122,7 @@ async def run_worker(
         worker = client.beta.environments.work.worker(
             environment_id=env, environment_key=KEY, workdir=str(workdir), **options
         )
+        assert isinstance(worker, EnvironmentWorker)  # the SDK's pre-built worker, as shipped
         task = asyncio.ensure_future(worker.run())
         deadline = time.monotonic() + TIMEOUT
         try:
