@@ -117,7 +117,8 @@ def test_a_scripted_item_has_its_session(http: httpx2.Client, env: str) -> None:
     assert r.status_code == 200, r.text
     session = strictly("session", r.json())
     assert (session.id, session.status, session.environment_id) == (sid, "idle", env)
-    assert session.agent.skills == [] and session.resources == []
+    assert session.agent.skills == []
+    assert session.resources == []
     view = http.get(f"/mock/sessions/{sid}").json()
     assert view["script"] == SCRIPT["script"]
     assert (view["position"], view["attached"], view["events"]) == (0, False, [])
