@@ -7,6 +7,7 @@ Every answer the SDK's worker reads is validated strictly against the SDK's own 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -445,3 +446,38 @@ def test_the_command_takes_ttl_overrides_and_shows_them(
         _cli.main(["--port", "0", "--default-ttl", "2", "--min-ttl", "5"])
     assert info.value.code == 2
     assert "min_ttl_seconds" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ stream internals
+def test_a_stream_ends_when_its_client_leaves_while_it_waits() -> None:
+    mock = MockServer(clock=ManualClock(T0))
+    waiting = {"script": [{"custom_tool_use": {"name": "f"}}, {"end_turn": {}}]}
+    sid = mock.create_work("env_gone", session=waiting).body.data.id
+    mock.sessions._sessions[sid] = mock.session(sid).attach(T0)
+    messages = [{"type": "http.request", "body": b""}, {"type": "http.disconnect"}]
+
+    async def receive() -> Any:
+        await asyncio.sleep(0.01)
+        return messages.pop(0)
+
+    async def frames() -> list[str]:
+        return [f async for f in mock.sessions._frames(sid, 0, receive)]
+
+    out = asyncio.run(frames())
+    assert [f.split("\n")[0] for f in out] == [
+        "event: session.status_running",
+        "event: agent.custom_tool_use",
+        "event: session.status_idle",
+    ]
+    assert messages == []
+    assert not mock.sessions._waiters.get(sid)
+
+
+def test_waking_a_waiter_twice_is_harmless() -> None:
+    async def twice() -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        _session_api._resolve(waiter)
+        _session_api._resolve(waiter)
+        assert waiter.done()
+
+    asyncio.run(twice())
