@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 import uuid
@@ -37,6 +38,16 @@ from workstate.server import MockServer, serve_in_thread
 T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 KEY = "sk-mock-e2e"  # the API key, which is also the environment key
 TIMEOUT = 30.0  # seconds any one worker run may take before the test fails
+
+
+# Every call the worker makes for a session item: nothing else (skills, memory stores) is asked.
+WORKER_CALLS = re.compile(
+    r"(GET /v1/environments/env_\w+/work/poll"
+    r"|POST /v1/environments/env_\w+/work/work_\w+/(ack|heartbeat|stop)"
+    r"|GET /v1/sessions/sesn_\w+(/events(/stream)?)?"
+    r"|POST /v1/sessions/sesn_\w+/events)",
+    re.ASCII,
+)
 
 
 class Recorder:
@@ -200,6 +211,12 @@ def test_the_worker_serves_several_scripted_items(
         for call in ("heartbeat", "stop", "stream", "events", work.body.data.id):
             assert by_credential[call] == "sesstok_", call
     assert all(c["credential"] == "key" for c in recorder.of("/poll"))
+    worker_calls = recorder.of("/v1/")
+    # None: the long poll in flight when the test cancelled the worker got no answer.
+    assert [c for c in worker_calls if c["status"] not in (200, None)] == []
+    assert [
+        c for c in worker_calls if not WORKER_CALLS.fullmatch(f"{c['method']} {c['path']}")
+    ] == []
 
 
 def test_a_terminated_session_and_a_healthcheck_are_stopped_without_running_anything(
