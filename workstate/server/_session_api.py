@@ -51,7 +51,7 @@ from starlette.types import Receive
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
-from workstate.server._sessions import Session, SessionStatus, parse_session_spec
+from workstate.server._sessions import Session, SessionStatus, Step, parse_session_spec
 
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
@@ -62,6 +62,9 @@ _PING_SECONDS = 10.0  # a quiet stream sends a ping this often, so proxies keep 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
 _ITEM_PATH = re.compile(r"/v1/environments/([^/]+)/work/([^/]+)(?:/[^/]*)?", re.ASCII)
 _SESSION_PATH = re.compile(r"/v1/sessions/([^/]+)(?:/.*)?", re.ASCII)
+
+
+_Parsed = tuple[SessionStatus, tuple[Step, ...]]
 
 
 @attrs.frozen
@@ -112,10 +115,10 @@ class SessionHub:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     # -------------------------------------------------------------- for the server (locked)
-    def check_new(self, spec: object, data_type: str, session_id: str | None) -> tuple[Any, ...]:
-        """Validate a creation's ``session`` spec before anything is created (a 400 or 409)."""
+    def check_new(self, spec: object, data_type: str, session_id: str | None) -> _Parsed | None:
+        """A creation's ``session`` spec, checked before anything is created (a 400 or 409)."""
         if spec is None:
-            return ()
+            return None
         if data_type != "session":
             raise InvalidInputError(
                 f"a {data_type} item has no session; leave session out",
@@ -131,22 +134,19 @@ class SessionHub:
             )
         return parse_session_spec(spec)
 
-    def add(self, work: Work, parsed: tuple[Any, ...]) -> None:
-        """Give a new session item its session (the default one without a spec)."""
+    def add(self, work: Work, parsed: _Parsed | None) -> None:
+        """Give a new session item its session (the default one without a spec).
+
+        An item about a session the mock already has serves that session again.
+        """
         data = work.body.data
-        if data.type != "session" or (not parsed and data.id in self._sessions):
+        if data.type != "session" or (parsed is None and data.id in self._sessions):
             return
-        if parsed:
-            status, script = parsed
-            session = Session.create(
-                data.id,
-                work.body.environment_id,
-                work.body.created_at,
-                status=status,
-                script=script,
-            )
+        env, now = work.body.environment_id, work.body.created_at
+        if parsed is None:
+            session = Session.create(data.id, env, now)
         else:
-            session = Session.create(data.id, work.body.environment_id, work.body.created_at)
+            session = Session.create(data.id, env, now, status=parsed[0], script=parsed[1])
         self._sessions[data.id] = session
 
     def session(self, session_id: str) -> Session:
