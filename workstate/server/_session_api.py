@@ -47,7 +47,6 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
@@ -93,12 +92,6 @@ def _int_query(request: Request, name: str) -> int | None:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    """Return when the client has gone (the stream's request has no body left to read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _frame(event: Mapping[str, Any]) -> str:
@@ -234,47 +227,41 @@ class SessionHub:
                 start -= 1  # repeat the termination, so a late reader learns it too
             self._sessions[session_id] = session.attach(self._server._now())
             self._wake(session_id)
+        # Starlette cancels the frames when the client disconnects (it listens for that on
+        # ASGI servers before spec 2.4, uvicorn's; on later ones the next frame, a ping at the
+        # latest, fails instead).
         return StreamingResponse(
-            self._frames(session_id, start, request.receive),
+            self._frames(session_id, start),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache"},
         )
 
-    async def _frames(self, session_id: str, cursor: int, receive: Receive) -> AsyncIterator[str]:
+    async def _frames(self, session_id: str, cursor: int) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
-        gone = asyncio.ensure_future(_until_disconnect(receive))
-        try:
-            while True:
-                waiter: asyncio.Future[None] | None = None
+        while True:
+            waiter: asyncio.Future[None] | None = None
+            with self._server.lock:
+                session = self._sessions[session_id]
+                fresh = session.events[cursor:]
+                cursor = len(session.events)
+                over = session.status is SessionStatus.TERMINATED
+                if not fresh and not over:
+                    # Registered under the lock that read the log, so no change slips between.
+                    waiter = loop.create_future()
+                    self._waiters.setdefault(session_id, set()).add(waiter)
+            for event in fresh:
+                yield _frame(event.to_json())
+            if over:
+                return
+            if waiter is None:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), _PING_SECONDS)
+            except TimeoutError:
+                yield 'event: ping\ndata: {"type":"ping"}\n\n'
+            finally:
                 with self._server.lock:
-                    session = self._sessions[session_id]
-                    fresh = session.events[cursor:]
-                    cursor = len(session.events)
-                    over = session.status is SessionStatus.TERMINATED
-                    if not fresh and not over:
-                        waiter = loop.create_future()
-                        self._waiters.setdefault(session_id, set()).add(waiter)
-                for event in fresh:
-                    yield _frame(event.to_json())
-                if over:
-                    return
-                if waiter is None:
-                    continue
-                try:
-                    done, _ = await asyncio.wait(
-                        {waiter, gone}, timeout=_PING_SECONDS, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    with self._server.lock:
-                        self._waiters.get(session_id, set()).discard(waiter)
-                if gone in done:
-                    return
-                if not done:
-                    yield 'event: ping\ndata: {"type":"ping"}\n\n'
-        finally:
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
+                    self._waiters.get(session_id, set()).discard(waiter)
 
     def _wake(self, session_id: str) -> None:
         for waiter in self._waiters.pop(session_id, ()):
