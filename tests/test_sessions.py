@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from helpers import T0, at
+from hypothesis import given
+from hypothesis import strategies as st
 from sdk_shapes import strictly
 
 from workstate import IllegalMoveError, InvalidInputError
@@ -337,3 +339,46 @@ def test_every_bad_listing_argument_is_a_400(kw: dict[str, Any], key: str) -> No
         "invalid_request_error",
         key,
     )
+
+
+# ------------------------------------------------------------------------------ any script
+_tool = st.fixed_dictionaries(
+    {"name": st.sampled_from(["bash", "read", "get_weather"]), "input": st.just({"x": 1})}
+)
+_middle = st.one_of(
+    st.builds(lambda t: {"message": {"text": t}}, st.text(min_size=1, max_size=5)),
+    st.builds(lambda a: {"tool_use": a}, _tool),
+    st.builds(lambda a: {"custom_tool_use": a}, _tool),
+    st.just({"end_turn": {}}),
+)
+_scripts = st.builds(
+    lambda steps, last: [*steps, {last: {}}],
+    st.lists(_middle, max_size=6),
+    st.sampled_from(["end_turn", "terminate"]),
+)
+
+
+@given(_scripts)
+def test_any_script_plays_to_its_end_when_every_call_is_answered(script: list[Any]) -> None:
+    session = scripted(*script).attach(T0)
+    answered = 0
+    while session.awaiting is not None:
+        session, _ = session.receive([result(session, str(answered))], at(answered + 1))
+        answered += 1
+    waits = [s for s in script if {"tool_use", "custom_tool_use"} & set(s)]
+    assert answered == len(waits)
+    assert session.position == len(script)
+    assert [e.id for e in session.events] == [
+        f"sevt_abc_{i}" for i in range(1, len(session.events) + 1)
+    ]
+    assert [e.sent_by for e in session.events].count("client") == answered
+    last = session.events[-1]
+    if "terminate" in script[-1]:
+        assert (session.status, last.type) == (
+            SessionStatus.TERMINATED,
+            "session.status_terminated",
+        )
+    else:
+        assert session.status is SessionStatus.IDLE
+        assert last.fields == {"stop_reason": {"type": "end_turn"}}
+    assert_valid(session)
