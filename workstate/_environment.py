@@ -52,6 +52,11 @@ checked before anything happens.  A call refused later (404, 409, 412, a bad met
 changes nothing it asked for; the time it carried still counts as seen, since expiries due by
 then have been applied (they depend only on time, so applying them early or late gives the
 same records).
+
+An item's own time may run a few microseconds ahead of the environment's: a heartbeat at the
+time of the item's previous one happens one microsecond later, so that heartbeat tokens never
+repeat (a stale token must meet 412 even on a clock standing still).  Operations on that item
+then happen at its own time, so its timestamps stay in order.
 """
 
 from __future__ import annotations
@@ -148,6 +153,14 @@ class _Slot:
         # Whether ``_ready`` / ``_queued`` hold an entry for this item (valid or stale).
         self.in_ready = False
         self.in_queued = False
+
+
+def _item_time(slot: _Slot, now: _dt.datetime) -> _dt.datetime:
+    """The time of an operation on the slot's item: ``now``, or the item's own latest time
+    when a heartbeat on a clock standing still put it a few microseconds ahead (see
+    :meth:`Work.heartbeat <workstate.Work.heartbeat>`)."""
+    touched = slot.work.touched_at
+    return touched if touched > now else now
 
 
 def _check_worker_id(worker_id: object) -> str | None:
@@ -377,7 +390,7 @@ class Environment:
         worker_id = _check_worker_id(worker_id)
         now = self._begin(now)
         slot = self._slot(work_id)
-        self._replace(slot, slot.work.ack(now, worker_id=worker_id))
+        self._replace(slot, slot.work.ack(_item_time(slot, now), worker_id=worker_id))
         return slot.work
 
     def heartbeat(
@@ -396,7 +409,7 @@ class Environment:
         now = self._begin(now)
         slot = self._slot(work_id)
         work, result = slot.work.heartbeat(
-            now,
+            _item_time(slot, now),
             expected_last_heartbeat=expected_last_heartbeat,
             desired_ttl_seconds=desired_ttl_seconds,
         )
@@ -407,7 +420,7 @@ class Environment:
         """Stop the item, gracefully (``force=False``: the worker drains) or at once."""
         now = self._begin(now)
         slot = self._slot(work_id)
-        self._replace(slot, slot.work.stop(now, force=force))
+        self._replace(slot, slot.work.stop(_item_time(slot, now), force=force))
         return slot.work
 
     def update_metadata(
@@ -417,7 +430,7 @@ class Environment:
         now = self._begin(now)
         slot = self._slot(work_id)
         # The table's metadata rows keep the state and the lease: no index changes.
-        slot.work = slot.work.update_metadata(now, patch)
+        slot.work = slot.work.update_metadata(_item_time(slot, now), patch)
         return slot.work
 
     def get(self, work_id: str, now: _dt.datetime) -> Work:

@@ -78,6 +78,7 @@ _KEEP, _EXTEND, _START, _END = (
 )
 _SECONDS = Precision.SECONDS
 _datetime = _dt.datetime
+_ONE_MICROSECOND = _dt.timedelta(microseconds=1)
 
 
 def _deadline(now: _dt.datetime, ttl: int) -> _dt.datetime:
@@ -527,6 +528,10 @@ class Work:
         ``expected_last_heartbeat`` is ``NO_HEARTBEAT``, the exact token returned last time, or
         None for an unconditional heartbeat.  A mismatch raises
         :class:`~workstate.PreconditionFailedError` (412) carrying the server's lease.
+
+        Tokens never repeat: a heartbeat at the time of the previous one (a clock that has not
+        moved) happens one microsecond after it, so the new record's ``touched_at`` may lie
+        just ahead of ``now``.
         """
         op = _HEARTBEAT
         now = self._check_now(now, op)
@@ -574,6 +579,13 @@ class Work:
         if not matches:
             raise self._precondition_failed(token)
         ttl = profile.clamp_ttl(desired_ttl_seconds)
+        latest = self.latest_heartbeat_at
+        if latest is not None and now <= latest:
+            # The token is the heartbeat's time, and it must never repeat for an item: a stale
+            # token has to meet 412.  On a clock that has not moved since the last heartbeat
+            # (a manual clock standing still, a coarse system clock), the heartbeat happens at
+            # the next instant the wire can tell apart, one microsecond later.
+            now = latest + _ONE_MICROSECOND
         new = self._apply(plan, now, ttl=ttl)
         return new, _new_beat(new.last_heartbeat or "", True, new.state, ttl)
 
