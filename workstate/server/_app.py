@@ -67,6 +67,7 @@ from workstate._records import WorkData
 from workstate._time import ManualClock, SystemClock, format_time, parse_time
 from workstate._wire import work_data_from_json as _work_data_from_json
 from workstate._work import Work
+from workstate.server._harness import Harness, HarnessMiddleware
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
 
@@ -137,10 +138,6 @@ def _request_id(request: Request) -> str | None:
     return state.get("request_id") if isinstance(state, Mapping) else None
 
 
-def _new_request_id() -> str:
-    return f"req_{secrets.token_hex(12)}"
-
-
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -158,10 +155,13 @@ class MockServer:
     Every ``env_...`` id names an environment, created on first use.  Touch an environment only
     through this object's methods, or while holding :attr:`lock`.  ``id_factory`` (given the
     prefix ``work_`` or ``sesn_``) chooses the generated ids, as for
-    :class:`~workstate._environment.Environment`.  ``seed`` seeds the generator of everything
-    else the server makes up (sessions tokens).  ``profile_overrides`` changes fields of
+    :class:`~workstate._environment.Environment`.  ``profile_overrides`` changes fields of
     ``profile`` (e.g. ``{"default_ttl_seconds": 2}`` for leases that lapse in seconds; see
     :func:`~workstate._profile.evolve_profile`).
+
+    ``seed`` makes every id, sessions token and request id the server generates, and every
+    draw of a probabilistic fault rule, the same from run to run (None: a random seed).  Fault
+    rules, the request journal, :meth:`reset` and inspection are on :attr:`harness`.
     """
 
     def __init__(
@@ -183,10 +183,16 @@ class MockServer:
         self.lock = threading.RLock()
         """Held around every touch of an environment or a session; re-entrant, so a test may
         hold it across several inspections (``with server.lock: server.environment(...)``)."""
-        self._random = random.Random(secrets.randbits(64) if seed is None else seed)
+        self.seed: int = secrets.randbits(64) if seed is None else seed
+        """The seed of every id, token, request id and fault draw the server makes."""
+        self._random = random.Random(self.seed)
         self.sessions = SessionHub(self)
         """The scripted sessions of the session items, their tokens and streams."""
         self._id_factory = id_factory
+        # Where a manual clock started, for reset (which puts a new clock there).
+        self._clock_start = self.clock.now() if isinstance(self.clock, ManualClock) else None
+        self.harness = Harness(self, seed=random.Random(f"{self.seed}:faults").getrandbits(64))
+        """Fault rules, the request journal, inspection and health."""
         self._environments: dict[str, Environment] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._last_now: _dt.datetime | None = None
@@ -262,6 +268,24 @@ class MockServer:
             clock.set(now)
             return self._after_clock_moved()
 
+    def new_request_id(self) -> str:
+        """A fresh ``request-id`` (from the seeded generator)."""
+        return f"req_{self._random.getrandbits(96):024x}"
+
+    def reset(self) -> None:
+        """Start afresh: no items, sessions, fault rules or journal entries, the clock at its
+        start, and ids and draws as from a new server with the same seed."""
+        with self.lock:
+            if self._clock_start is not None:
+                self.clock = ManualClock(self._clock_start)
+            self._last_now = None
+            self._environments.clear()
+            self.sessions.reset()
+            self._random = random.Random(self.seed)
+            for environment_id in list(self._waiters):
+                self._wake(environment_id)  # a waiting long poll looks again, at nothing
+        self.harness.reset()
+
     # -------------------------------------------------------------- internals (under the lock)
     def _now(self) -> _dt.datetime:
         now = self.clock.now()
@@ -280,7 +304,8 @@ class MockServer:
                     "id of the form env_<letters, digits, _ or ->"
                 )
             if self._id_factory is None:
-                env = Environment(environment_id, profile=self.profile)
+                seed = self._random.getrandbits(64)
+                env = Environment(environment_id, profile=self.profile, seed=seed)
             else:
                 env = Environment(environment_id, profile=self.profile, id_factory=self._id_factory)
             self._environments[environment_id] = env
@@ -292,6 +317,7 @@ class MockServer:
         now = self._now()
         if env.expire_due(now):
             self._wake(environment_id)  # expired items are back in the queue
+        self.harness.note_core_call(env, now)
         return env, now
 
     def _wake(self, environment_id: str) -> None:
@@ -334,10 +360,14 @@ class MockServer:
             Route("/mock/environments/{environment_id}/work", self._mock_create, methods=["POST"]),
             Route("/mock/clock", self._mock_clock, methods=["GET", "POST"]),
             *self.sessions.routes(),
+            *self.harness.routes(),
         ]
         return Starlette(
             routes=routes,
-            middleware=[Middleware(_Front, server=self)],
+            middleware=[
+                Middleware(HarnessMiddleware, harness=self.harness),
+                Middleware(_Front, server=self),
+            ],
             exception_handlers={
                 WorkstateError: _render_error,
                 HTTPException: _render_http_exception,
@@ -538,8 +568,9 @@ class _Front:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _new_request_id()
-        scope = {**scope, "state": {**scope.get("state", {}), "request_id": request_id}}
+        state = scope.get("state", {})
+        request_id = state.get("request_id") or self.server.new_request_id()
+        scope = {**scope, "state": {**state, "request_id": request_id}}
         started = False
 
         async def send_with_id(message: Message) -> None:

@@ -241,7 +241,9 @@ class SessionHub:
         while True:
             waiter: asyncio.Future[None] | None = None
             with self._server.lock:
-                session = self._sessions[session_id]
+                session = self._sessions.get(session_id)
+                if session is None:
+                    return  # the server was reset: the session is gone, the stream ends
                 fresh = session.events[cursor:]
                 cursor = len(session.events)
                 over = session.status is SessionStatus.TERMINATED
@@ -262,6 +264,14 @@ class SessionHub:
             finally:
                 with self._server.lock:
                     self._waiters.get(session_id, set()).discard(waiter)
+
+    def reset(self) -> None:
+        """Forget every session and sessions token (:meth:`MockServer.reset`); open streams
+        wake and end."""
+        self._sessions.clear()
+        self._grants.clear()
+        for session_id in list(self._waiters):
+            self._wake(session_id)
 
     def _wake(self, session_id: str) -> None:
         for waiter in self._waiters.pop(session_id, ()):

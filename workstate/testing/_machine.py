@@ -640,9 +640,7 @@ class WorkOracle(RuleBasedStateMachine):
                 latest = work.latest_heartbeat_at
                 if op is Operation.HEARTBEAT and latest is not None:
                     ahead = max(ahead, latest + _MICRO)
-                adopted, problem = _window(
-                    key, value, unit, before, after, work.touched_at, ahead
-                )
+                adopted, problem = _window(key, value, unit, before, after, work.touched_at, ahead)
                 if problem:
                     problems.append(problem)
                 else:
