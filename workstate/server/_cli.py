@@ -11,11 +11,13 @@ or SIGTERM and shuts down gracefully.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -77,7 +79,38 @@ def _parser() -> argparse.ArgumentParser:
             if flag == "--default-ttl"
             else f"override the profile's {field} [the profile's]",
         )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="make ids, request ids and fault draws the same from run to run [random]",
+    )
+    parser.add_argument(
+        "--journal",
+        default=None,
+        metavar="FILE",
+        help="write every request and its outcome to FILE as JSON Lines "
+        "(check it with: python -m workstate check FILE)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='a fault rule, as POST /mock/faults takes it, e.g. \'{"match": {"operation": '
+        '"heartbeat"}, "times": 1, "effect": {"status": 503}}\' (repeatable)',
+    )
     return parser
+
+
+def _journal_writer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
+    """A journal sink writing one JSON line per entry, flushed (the file may be read live)."""
+
+    def write(entry: dict[str, Any]) -> None:
+        stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        stream.flush()
+
+    return write
 
 
 class _Stopped(Exception):
@@ -133,17 +166,37 @@ def main(argv: Sequence[str]) -> int:
             clock=clock,
             api_key=args.api_key,
             profile_overrides=overrides,
+            seed=args.seed,
         )
     except ValueError as exc:
         parser.error(str(exc))
     p = server.profile
+    for text in args.fault:
+        try:
+            server.harness.add_fault(json.loads(text))
+        except ValueError as exc:
+            parser.error(f"--fault {text}: not JSON: {exc}")
+        except InvalidInputError as exc:
+            parser.error(f"--fault {text}: {exc.message}")
+    journal: TextIO | None = None
+    if args.journal is not None:
+        try:
+            journal = open(args.journal, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            print(f"cannot write the journal {args.journal}: {exc}", file=sys.stderr)
+            return 1
+        server.harness.journal.sink = _journal_writer(journal)
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        if journal is not None:
+            journal.close()
         return 1
     url = base_url(sock)
     key = ", API key required" if args.api_key is not None else ""
+    if args.seed is not None:
+        key += f", seed {args.seed}"
     print(
         f"workstate mock server listening on {url} "
         f"(profile {args.profile}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
@@ -156,4 +209,6 @@ def main(argv: Sequence[str]) -> int:
         serve(server, sock, args.log_level)
     finally:
         sock.close()
+        if journal is not None:
+            journal.close()
     return 0

@@ -99,6 +99,7 @@ class Harness:
         self.lock = threading.Lock()
         """Held around every touch of the rules and the journal."""
         self._core_seq = 0
+        self._epoch = 0  # grows with every reset; a request of an earlier one is not recorded
 
     # -------------------------------------------------------------- for programs and tests
     def add_fault(self, rule: object) -> dict[str, Any]:
@@ -204,6 +205,7 @@ class Harness:
             self.faults.reset()
             self.journal.reset()
             self._core_seq = 0
+            self._epoch += 1
 
     # -------------------------------------------------------------- hooks for the server
     def note_core_call(self, env: Environment, now: Any) -> None:
@@ -300,15 +302,16 @@ class Harness:
     # -------------------------------------------------------------- one request
     def _arrive(
         self, facts: tuple[str | None, str | None, str | None], worker: str | None
-    ) -> tuple[int, FaultRule | None]:
+    ) -> tuple[int, int, FaultRule | None]:
         with self.lock:
             seq = self.journal.arrive()
             rule = self.faults.pick(facts[0], facts[1], facts[2], worker)
-        return seq, rule
+            return self._epoch, seq, rule
 
-    def _record(self, entry: JournalEntry) -> None:
+    def _record(self, epoch: int, entry: JournalEntry) -> None:
         with self.lock:
-            self.journal.record(entry)
+            if epoch == self._epoch:  # a reset since the request arrived: it is forgotten
+                self.journal.record(entry)
 
 
 def _inspection(work: Work) -> dict[str, Any]:
@@ -368,7 +371,7 @@ class HarnessMiddleware:
         worker = headers.get("anthropic-worker-id") or None
         method, path = scope["method"], scope["path"]
         facts = classify(method, path)
-        seq, rule = harness._arrive(facts, worker)
+        epoch, seq, rule = harness._arrive(facts, worker)
         body = bytearray()
         request_done = False
 
@@ -422,6 +425,7 @@ class HarnessMiddleware:
                 await _drop(receive, rule)
         finally:
             self._finish(
+                epoch,
                 seq,
                 request_id,
                 scope,
@@ -461,6 +465,7 @@ class HarnessMiddleware:
 
     def _finish(
         self,
+        epoch: int,
         seq: int,
         request_id: str,
         scope: Scope,
@@ -512,7 +517,7 @@ class HarnessMiddleware:
             core_seq=call.core_seq,
             withheld=withheld,
         )
-        self.harness._record(entry)
+        self.harness._record(epoch, entry)
 
 
 def _query(scope: Scope) -> dict[str, str]:
