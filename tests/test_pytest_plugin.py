@@ -141,8 +141,8 @@ def test_the_documented_example_runs(tmp_path: pathlib.Path) -> None:
             "no:cacheprovider",
             "-p",
             "no:hypothesispytest",
-        ]
-        + ["test_example.py"],
+            "test_example.py",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

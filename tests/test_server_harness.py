@@ -16,8 +16,7 @@ import pytest
 
 from workstate import NO_HEARTBEAT, ManualClock
 from workstate.__main__ import main as workstate_main
-from workstate.server import MockServer, _cli, serve_in_thread
-from workstate.server._harness import ConnectionDropped
+from workstate.server import ConnectionDropped, MockServer, _cli, serve_in_thread
 
 T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 ENV = "env_harness"
