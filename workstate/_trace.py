@@ -1108,7 +1108,8 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workstate check",
         description="Check that some sequence of legal operations explains a recorded trace "
-        "of work snapshots and heartbeat answers (JSON Lines).",
+        "of work snapshots and heartbeat answers (JSON Lines), or the request journal of "
+        "the mock server (serve --journal FILE).",
     )
     parser.add_argument("file", metavar="FILE", help="the trace, JSON Lines; - for stdin")
     parser.add_argument(
