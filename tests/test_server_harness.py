@@ -551,3 +551,83 @@ def test_a_journal_file_is_closed_when_the_port_is_taken(
         assert _cli.main(["--port", str(port), "--journal", str(path)]) == 1
     assert path.read_text() == ""
     assert "cannot listen" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the middleware
+def drive(
+    server: MockServer, app: Any, incoming: list[dict[str, Any]], method: str = "POST"
+) -> list[dict[str, Any]]:
+    """Run the harness middleware around ``app`` with scripted ``receive`` messages."""
+    from workstate.server._harness import HarnessMiddleware
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": f"{W}/work_1/stop",
+        "query_string": b"",
+        "headers": [],
+        "client": ("10.0.0.1", 5),
+    }
+    asyncio.run(HarnessMiddleware(app, harness=server.harness)(scope, receive, send))
+    return sent
+
+
+def test_bodies_in_several_parts_are_journaled_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workstate.server import _harness
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"a":', "more_body": True})
+        await send({"type": "http.response.body", "body": b" 1}"})
+
+    server = MockServer(seed=1)
+    parts = [
+        {"type": "http.request", "body": b'{"force":', "more_body": True},
+        {"type": "http.request", "body": b" true}"},
+    ]
+    sent = drive(server, app, list(parts))
+    assert [m.get("body") for m in sent[1:]] == [b'{"a":', b" 1}"]
+    (entry,) = server.harness.entries()
+    assert (entry["body"], entry["response"], entry["client"]) == (
+        {"force": True},
+        {"a": 1},
+        "asgi",
+    )
+    # A fault that answers at once still reads the whole body, and stops at a disconnect.
+    server.harness.add_fault({"effect": {"status": 503}})
+    drive(server, app, list(parts))
+    drive(server, app, [{"type": "http.request", "body": b"x", "more_body": True}])
+    assert [e["body"] for e in server.harness.entries()[1:]] == [{"force": True}, "x"]
+    # The journal keeps at most _BODY_CAP bytes of a body.
+    monkeypatch.setattr(_harness, "_BODY_CAP", 4)
+    server.harness.clear_faults()
+    drive(server, app, list(parts))
+    assert server.harness.entries()[-1]["body"] == '{"fo'
+
+
+def test_an_app_that_fails_before_answering_is_journaled_without_an_answer() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    server = MockServer(seed=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        drive(server, app, [{"type": "http.request", "body": b""}])
+    (entry,) = server.harness.entries()
+    assert (entry["status"], entry["response"], entry["withheld"]) == (None, None, None)
+
+
+def test_inspection_pages_through_a_large_environment() -> None:
+    server = MockServer(clock=ManualClock(T0), seed=1)
+    for _ in range(1001):
+        server.create_work(ENV)
+    assert len(server.harness.inspect(ENV)["data"]) == 1001

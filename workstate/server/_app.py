@@ -19,6 +19,10 @@ This is an adapter and holds no lifecycle rules.  A request goes through three s
    every response (and the same id to every error envelope), checks the API key, and turns an
    unexpected exception into a 500 envelope.
 
+Around all three sits the harness (``_harness.py``): fault rules, the request journal, reset
+and inspection.  The one hook it needs here is in :meth:`MockServer._touch`, which tells it the
+time handed to the core and the item as the core found it.
+
 Long polls.  A poll with ``block_ms`` that finds nothing registers a future for its environment
 (under the lock, so a creation cannot slip between the empty answer and the registration), then
 waits for it outside the lock.  Creating an item and moving the manual clock resolve the futures

@@ -388,20 +388,47 @@ class HarnessMiddleware:
         status: int | None = None
         answer = bytearray()
         sent = False
+        recorded = False
         withhold = rule is not None and rule.effect.drop == "after"
+        call = _Call(work_id=facts.work_id)
+        over_socket = _transport(receive) is not None
+
+        def finish(delivered: bool) -> None:
+            # Recorded before the answer's last byte leaves (or the connection closes), so a
+            # client that has its answer finds the request in the journal.
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self._finish(
+                    epoch,
+                    seq,
+                    request_id,
+                    scope,
+                    worker,
+                    facts,
+                    bytes(body),
+                    started,
+                    call,
+                    rule,
+                    status,
+                    bytes(answer),
+                    delivered,
+                    over_socket,
+                )
 
         async def capture(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and len(answer) < _BODY_CAP:
-                answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
+            elif message["type"] == "http.response.body":
+                if len(answer) < _BODY_CAP:
+                    answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
+                if not message.get("more_body", False):
+                    finish(not withhold)
             if not withhold:
                 sent = True
                 await send(message)
 
-        call = _Call(work_id=facts.work_id)
-        over_socket = _transport(receive) is not None
         try:
             if rule is not None:
                 effect = rule.effect
@@ -412,6 +439,7 @@ class HarnessMiddleware:
                         if (await tee())["type"] != "http.request":
                             break
                     if effect.status is None:
+                        finish(False)
                         await _drop(receive, rule)
                     else:
                         await self._refuse(rule, request_id, scope, receive, capture)
@@ -422,24 +450,10 @@ class HarnessMiddleware:
             finally:
                 _CALL.reset(token)
             if rule is not None and withhold:
+                finish(False)
                 await _drop(receive, rule)
         finally:
-            self._finish(
-                epoch,
-                seq,
-                request_id,
-                scope,
-                worker,
-                facts,
-                bytes(body),
-                started,
-                call,
-                rule,
-                status,
-                bytes(answer),
-                sent,
-                over_socket,
-            )
+            finish(sent)  # an app that failed half way: what was sent, if anything
 
     async def _refuse(
         self, rule: FaultRule, request_id: str, scope: Scope, receive: Receive, send: Send

@@ -10,7 +10,8 @@ per request, the format the history checker reads) has these keys, in this order
 ``path``, ``query`` (str → str), ``body`` (parsed JSON; the raw text if it is not JSON; null if
 empty), ``operation`` (see :data:`OPERATIONS`; null for ``/mock/`` controls and unknown routes),
 ``environment_id``, ``work_id``, ``started_mono``/``finished_mono`` (the server process's
-``time.monotonic()`` at arrival and when the answer was sent or the connection dropped),
+``time.monotonic()`` at arrival and when the answer was sent — just before its last part, so a
+client holding its answer finds the entry — or the connection dropped),
 ``server_time`` (the time handed to the core, null if the core was not called), ``status``
 (null when the connection was dropped), ``response`` (the parsed answer, null when none was
 sent), ``applied`` (the call changed the item), ``fault`` (``{"id", "effect"}`` of the rule
