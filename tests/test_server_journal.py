@@ -226,3 +226,14 @@ def test_trace_records_follow_the_order_the_core_applied_the_calls() -> None:
         {"type": "work_heartbeat", "work_id": "work_1", "state": "active", "last_heartbeat": "t"},
         QUEUED,
     ]
+
+
+def test_memory_keeps_the_latest_entries_and_the_sink_sees_all() -> None:
+    seen: list[dict[str, Any]] = []
+    journal = Journal(sink=seen.append, max_entries=10)
+    for _ in range(11):
+        journal.record(entry(journal.arrive()))
+    assert len(journal) == 11  # within the slack of a batch
+    journal.record(entry(journal.arrive()))
+    assert [e.seq for e in journal.entries()] == list(range(3, 13))
+    assert len(seen) == 12

@@ -240,12 +240,21 @@ class JournalEntry:
 class Journal:
     """The entries in arrival order, and the numbers handed to arrivals.
 
-    ``sink`` receives every finished entry's JSON (a file writer, say).
+    ``sink`` receives every finished entry's JSON (a file writer, say).  Memory holds the
+    latest ``max_entries`` entries (a server left running must not grow without bound); the
+    sink sees every one.
     """
 
-    def __init__(self, sink: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        max_entries: int = 100_000,
+    ) -> None:
         self.sink = sink
         """Called with each finished entry's JSON, or None."""
+        self.max_entries = max_entries
+        """How many entries memory keeps (the oldest go first)."""
         self._entries: list[JournalEntry] = []
         self._arrivals = 0
 
@@ -266,6 +275,9 @@ class Journal:
         while i > 0 and entries[i - 1].seq > entry.seq:
             entries[i], entries[i - 1] = entries[i - 1], entries[i]
             i -= 1
+        excess = len(entries) - self.max_entries
+        if excess > self.max_entries // 10:  # trim in batches: a list's front is costly to cut
+            del entries[:excess]
         if self.sink is not None:
             self.sink(entry.to_json())
 
