@@ -631,3 +631,14 @@ def test_inspection_pages_through_a_large_environment() -> None:
     for _ in range(1001):
         server.create_work(ENV)
     assert len(server.harness.inspect(ENV)["data"]) == 1001
+
+
+def test_the_journals_own_listings_are_not_kept_as_answers(http: httpx2.Client) -> None:
+    queue(http)
+    journal(http)
+    journal(http)
+    listing = journal(http, since=1)
+    assert [(e["path"], e["status"], e["response"]) for e in listing] == [
+        ("/mock/journal", 200, None),
+        ("/mock/journal", 200, None),
+    ]

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionDropped", "Harness", "HarnessMiddleware"]
 
 _BODY_CAP = 1 << 20  # the journal keeps at most this much of a request or response body
+# The journal's own listings are not kept as answers: each would hold the journal again.
+_UNKEPT_ANSWERS = frozenset({"/mock/journal"})
 
 
 class ConnectionDropped(Exception):
@@ -392,6 +394,7 @@ class HarnessMiddleware:
         withhold = rule is not None and rule.effect.drop == "after"
         call = _Call(work_id=facts.work_id)
         over_socket = _transport(receive) is not None
+        keep = path not in _UNKEPT_ANSWERS
 
         def finish(delivered: bool) -> None:
             # Recorded before the answer's last byte leaves (or the connection closes), so a
@@ -421,7 +424,7 @@ class HarnessMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body":
-                if len(answer) < _BODY_CAP:
+                if keep and len(answer) < _BODY_CAP:
                     answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
                 if not message.get("more_body", False):
                     finish(not withhold)

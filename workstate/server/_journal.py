@@ -13,9 +13,9 @@ empty), ``operation`` (see :data:`OPERATIONS`; null for ``/mock/`` controls and 
 ``time.monotonic()`` at arrival and when the answer was sent — just before its last part, so a
 client holding its answer finds the entry — or the connection dropped),
 ``server_time`` (the time handed to the core, null if the core was not called), ``status``
-(null when the connection was dropped), ``response`` (the parsed answer, null when none was
-sent), ``applied`` (the call changed the item), ``fault`` (``{"id", "effect"}`` of the rule
-that fired, or null), ``move`` (``{"from", "to"}`` when a row of the table applied; ``from``
+(null when the connection was dropped), ``response`` (the parsed answer; null when none was
+sent, and for the journal's own listings, which would hold the journal again), ``applied``
+(the call changed the item), ``fault`` (``{"id", "effect"}`` of the rule that fired, or null), ``move`` (``{"from", "to"}`` when a row of the table applied; ``from``
 is null for a creation), ``error`` (``{"status", "type", "message", "error_code"}`` when the
 request was refused),
 
