@@ -15,8 +15,9 @@ client holding its answer finds the entry — or the connection dropped),
 ``server_time`` (the time handed to the core, null if the core was not called), ``status``
 (null when the connection was dropped), ``response`` (the parsed answer; null when none was
 sent, and for the journal's own listings, which would hold the journal again), ``applied``
-(the call changed the item), ``fault`` (``{"id", "effect"}`` of the rule that fired, or null), ``move`` (``{"from", "to"}`` when a row of the table applied; ``from``
-is null for a creation), ``error`` (``{"status", "type", "message", "error_code"}`` when the
+(the call changed the item), ``fault`` (``{"id", "effect"}`` of the rule that fired, or null),
+``move`` (``{"from", "to"}`` when a row of the table applied; ``from`` is null for a creation),
+``error`` (``{"status", "type", "message", "error_code"}`` when the
 request was refused),
 
 and two more: ``core_seq`` (the order in which the core served the calls, under its lock: the
