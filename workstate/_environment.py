@@ -27,8 +27,10 @@ Each item is in exactly one of four classes, and two counters follow the first t
 Indexes (all heaps use lazy deletion: an entry is checked against the item when it reaches the
 top, and skipped when it no longer describes the item):
 
-* ``_order``: the items by creation, append-only; the creation sequence number is the index,
-  so a list cursor is a sequence number and a page is a slice.
+* ``_order``: the items by creation sequence number, append-only; a list cursor is a sequence
+  number.  While no item was ever dropped (see *Retention*) the number is the index and a page
+  is a slice; afterwards a page starts at a binary search.
+* ``_by_seq``: the items by sequence number, which is how every heap below names an item.
 * ``_ready``: a heap of sequence numbers of ready items, so a poll hands out the oldest by
   creation even when an item comes back from an expired lease long after younger items were
   queued.  An item has at most one entry (a flag on its slot says so), and an entry whose item
@@ -41,11 +43,30 @@ top, and skipped when it no longer describes the item):
 * ``_leases``: a heap of (deadline, sequence); every ack and heartbeat pushes the new deadline
   and the old entry goes stale.
 * ``_polls``/``_pollers``: the named workers' latest polls, trimmed to the last 30 s.
+* ``_stopped``: under a retention bound, the stopped items in the order they stopped (which is
+  ``stopped_at`` order).
+
+Retention.  With ``retain_stopped`` (a count) or ``retain_stopped_seconds`` (an age), every call
+first drops the oldest stopped items beyond the newest ``retain_stopped`` and those stopped more
+than ``retain_stopped_seconds`` ago; a dropped item is gone (``get`` is a 404, as for an id that
+never existed).  A call never sees more stopped items than the bound (the ones a call stops
+itself count from the next call on).  Only stopped items go, so no live lease, delivery or
+queue position is ever lost.  Dropping is O(1) per item: the item leaves ``_slots`` and
+``_by_seq`` at once, stale heap entries that still name it are skipped when they surface, and
+``_order`` marks it and is rebuilt when more than half of it is marks.  Without a bound (the
+default) every item is kept.
+
+Changes and restoring.  With ``track_changes=True`` the environment remembers which items a call
+changed, which it dropped, and whether its own bookkeeping (id counter, sequence, pollers)
+moved; :meth:`Environment.take_changes` hands that over and forgets it, so a store can write
+only what changed.  :meth:`Environment.restore` rebuilds an environment from such records
+(:meth:`Environment.state` and :meth:`Environment.item_states` give them all) and checks them
+first: a store may hand back anything.
 
 Every call therefore costs O(log n) amortised (each heap entry is pushed by one earlier call
-and popped at most once; the two heaps that collect stale entries are rebuilt when more than
-half of them are stale), and ``expire_due`` O(k log n) for k expired items.  Nothing scans all
-items.  ``benchmarks/environment.py`` measures it.
+and popped at most once; a heap is rebuilt when more than half of it is stale entries, so
+memory follows the items held, not the items ever created), and ``expire_due`` O(k log n)
+for k expired items.  Nothing scans all items.  ``benchmarks/environment.py`` measures it.
 
 Rejections.  Arguments that can be checked alone (``block_ms``, ``limit``, a cursor, ...) are
 checked before anything happens.  A call refused later (404, 409, 412, a bad metadata patch)
@@ -63,26 +84,39 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import builtins
 import datetime as _dt
+import functools
 import hashlib
 import heapq
+import itertools
+import math
+import operator
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
+from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
 from workstate._records import HeartbeatResult, WorkData, check_id, is_int
 from workstate._table import State
 from workstate._time import UTC, ensure_utc, format_time
 from workstate._work import Work
 
-__all__ = ["Environment", "QueueStats", "WorkPage"]
+__all__ = [
+    "Environment",
+    "EnvironmentChanges",
+    "EnvironmentState",
+    "ItemState",
+    "QueueStats",
+    "WorkPage",
+]
 
 _QUEUED, _STOPPED = State.QUEUED, State.STOPPED
 _ONE_MICROSECOND = _dt.timedelta(microseconds=1)
@@ -96,6 +130,8 @@ _B62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _TO_B62 = bytes(_B62[b % 62] for b in range(256))
 _ID_DIGITS = 24
 _CURSOR = struct.Struct(">QI")  # creation sequence number, CRC-32 of the environment id
+_SEQ = operator.attrgetter("seq")
+_NO_LIMIT = 2**63
 
 
 @attrs.frozen(kw_only=True)
@@ -140,10 +176,63 @@ class WorkPage:
         return {"data": [w.to_json() for w in self.data], "next_page": self.next_page}
 
 
+@attrs.frozen(kw_only=True)
+class ItemState:
+    """One item as a store keeps it: its record and the environment's bookkeeping for it."""
+
+    work: Work
+    """The item's record, private lease fields included."""
+    seq: int
+    """The creation sequence number: the item's place in listings and in the queue."""
+    window_until: _dt.datetime | None = None
+    """While the item is pending (delivered, not acked): when its redelivery window ends."""
+
+
+@attrs.frozen(kw_only=True)
+class EnvironmentState:
+    """The environment's own bookkeeping, apart from its items."""
+
+    id_counter: int
+    """How many generated ids were used: the next generated id is the one at this count."""
+    next_seq: int
+    """The sequence number of the next item created (items may have been dropped since)."""
+    named_poll_seen: bool = False
+    """Whether a poll ever named a worker (``workers_polling`` is null until one does)."""
+    pollers: Mapping[str, _dt.datetime] = attrs.field(factory=dict)
+    """Each worker that polled recently, and the time of its latest poll."""
+
+
+@attrs.frozen(kw_only=True)
+class EnvironmentChanges:
+    """What calls changed since the last :meth:`Environment.take_changes`."""
+
+    state: EnvironmentState | None
+    """The environment's bookkeeping, if it changed; None if it did not."""
+    items: tuple[ItemState, ...]
+    """The items created or changed (their latest state only)."""
+    dropped: tuple[str, ...]
+    """The ids of the stopped items dropped by the retention bound."""
+
+    def __bool__(self) -> bool:
+        """Whether anything changed."""
+        return self.state is not None or bool(self.items) or bool(self.dropped)
+
+
+class _Tracker:
+    """What changed since the last :meth:`Environment.take_changes`."""
+
+    __slots__ = ("dropped", "items", "state")
+
+    def __init__(self) -> None:
+        self.items: dict[int, _Slot] = {}
+        self.dropped: list[str] = []
+        self.state = True  # a new environment is itself a change
+
+
 class _Slot:
     """One item's place in the environment: its current record and its index bookkeeping."""
 
-    __slots__ = ("in_queued", "in_ready", "seq", "window_until", "work")
+    __slots__ = ("dropped", "in_queued", "in_ready", "seq", "window_until", "work")
 
     def __init__(self, work: Work, seq: int) -> None:
         self.work = work
@@ -153,6 +242,38 @@ class _Slot:
         # Whether ``_ready`` / ``_queued`` hold an entry for this item (valid or stale).
         self.in_ready = False
         self.in_queued = False
+        # Dropped by the retention bound: ``_order`` still holds the slot until it is rebuilt.
+        self.dropped = False
+
+
+def check_retention(count: object, seconds: object) -> tuple[int, _dt.timedelta | None]:
+    """The retention bound as (count limit, age limit); a 400 naming the bad argument."""
+    if count is not None and (not is_int(count) or count < 0):
+        raise InvalidInputError(
+            f"retain_stopped must be an integer >= 0 or None, got {count!r}",
+            key="retain_stopped",
+            expected="an integer >= 0 (how many stopped items to keep), or None to keep all",
+            got=count,
+        )
+    age = None
+    if seconds is not None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not (0 <= seconds < math.inf)
+        ):
+            raise InvalidInputError(
+                f"retain_stopped_seconds must be a finite number >= 0 or None, got {seconds!r}",
+                key="retain_stopped_seconds",
+                expected="a finite number of seconds >= 0, or None to keep stopped items "
+                "whatever their age",
+                got=seconds,
+            )
+        try:
+            age = _dt.timedelta(seconds=seconds)
+        except OverflowError:  # more than a timedelta holds: older than any possible item
+            age = None
+    return (_NO_LIMIT if count is None else count), age
 
 
 def _item_time(slot: _Slot, now: _dt.datetime) -> _dt.datetime:
@@ -181,6 +302,11 @@ class Environment:
     one seen); nothing reads a clock, sleeps or starts a thread.  **Not thread-safe**: an
     adapter that serves concurrent requests (such as the mock server) must serialise the calls,
     e.g. with one lock per environment.
+
+    ``retain_stopped`` and ``retain_stopped_seconds`` bound how many stopped items are kept and
+    for how long (default: all, for ever); see the module's theory of operation.  With
+    ``track_changes`` the environment records what each call changed for
+    :meth:`take_changes`, for a store that writes only that.
 
     Ids are generated in the API's style (``work_``/``sesn_`` and 24 base-62 characters) by a
     deterministic generator keyed by ``seed`` (default: the environment id), so two runs with
@@ -213,8 +339,14 @@ class Environment:
         profile: Profile = ANTHROPIC,
         id_factory: Callable[[str], str] | None = None,
         seed: int | str | bytes | None = None,
+        retain_stopped: int | None = None,
+        retain_stopped_seconds: float | None = None,
+        track_changes: bool = False,
     ) -> None:
         check_id(environment_id, "environment_id", "env_")
+        self._retain_count, self._retain_age = check_retention(
+            retain_stopped, retain_stopped_seconds
+        )
         if not isinstance(profile, Profile):
             raise InvalidInputError(
                 f"profile must be a Profile, got {type(profile).__name__}",
@@ -242,6 +374,15 @@ class Environment:
         self._now: _dt.datetime | None = None
         self._slots: dict[str, _Slot] = {}
         self._order: list[_Slot] = []
+        self._by_seq: dict[int, _Slot] = {}
+        self._next_seq = 0
+        self._holes = 0  # dropped slots still in ``_order``
+        # Stopped items in stopping order, kept only under a bound (nothing to drop otherwise).
+        bounded = retain_stopped is not None or self._retain_age is not None
+        self._stopped: deque[_Slot] | None = deque() if bounded else None
+        # What changed, for take_changes (None: not tracked).  Few attributes on purpose: past
+        # 30, CPython stops sharing instance dict keys, and every attribute read gets slower.
+        self._track = _Tracker() if track_changes else None
         self._ready: list[int] = []
         self._queued: list[int] = []
         self._windows: list[tuple[_dt.datetime, int]] = []
@@ -256,7 +397,7 @@ class Environment:
     # ------------------------------------------------------------------ container protocol
     def __len__(self) -> int:
         """How many items the environment holds (every state, ``stopped`` included)."""
-        return len(self._order)
+        return len(self._slots)
 
     def __contains__(self, work_id: object) -> bool:
         """Whether an item with this id exists."""
@@ -265,7 +406,7 @@ class Environment:
     def __repr__(self) -> str:
         return (
             f"<Environment {self.environment_id} profile={self.profile.name} "
-            f"items={len(self._order)} depth={self._depth} pending={self._pending}>"
+            f"items={len(self._slots)} depth={self._depth} pending={self._pending}>"
         )
 
     @property
@@ -318,9 +459,16 @@ class Environment:
         )
         # Only a successful create consumes ids: a rejected one leaves the sequence as it was.
         self._id_counter = counter
-        slot = _Slot(work, len(self._order))
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        slot = _Slot(work, seq)
         self._order.append(slot)
         self._slots[work_id] = slot
+        self._by_seq[seq] = slot
+        track = self._track
+        if track is not None:
+            track.items[seq] = slot
+            track.state = True
         self._enter(slot, None, None)
         return work
 
@@ -370,6 +518,8 @@ class Environment:
             if self._pollers.get(worker_id) != now:
                 self._pollers[worker_id] = now
                 self._polls.append((now, worker_id))
+                if self._track is not None:
+                    self._track.state = True
         slot = self._pop_ready()
         if slot is None:
             return None
@@ -430,8 +580,12 @@ class Environment:
         now = self._begin(now)
         slot = self._slot(work_id)
         # The table's metadata rows keep the state and the lease: no index changes.
-        slot.work = slot.work.update_metadata(_item_time(slot, now), patch)
-        return slot.work
+        work = slot.work.update_metadata(_item_time(slot, now), patch)
+        if work is not slot.work:
+            slot.work = work
+            if self._track is not None:
+                self._track.items[slot.seq] = slot
+        return work
 
     def get(self, work_id: str, now: _dt.datetime) -> Work:
         """The item's current record (its lease expired first if it was due)."""
@@ -455,18 +609,39 @@ class Environment:
         start = 0 if page is None else self._decode_cursor(page) + 1
         self._begin(now)
         order = self._order
-        end = start + limit
-        data = tuple(slot.work for slot in order[start:end])
-        next_page = self._encode_cursor(end - 1) if end < len(order) else None
-        return WorkPage(data=data, next_page=next_page)
+        if not self._holes and len(order) == self._next_seq:  # nothing dropped: index is seq
+            end = start + limit
+            data = tuple(slot.work for slot in order[start:end])
+            next_page = self._encode_cursor(end - 1) if end < len(order) else None
+            return WorkPage(data=data, next_page=next_page)
+        # Items were dropped: find the page's start by sequence number and skip the marks
+        # (fewer than half of ``_order``, which is rebuilt beyond that).
+        i, n = bisect.bisect_left(order, start, key=_SEQ), len(order)
+        found: builtins.list[Work] = []
+        last = -1
+        while i < n and len(found) < limit:
+            slot = order[i]
+            i += 1
+            if not slot.dropped:
+                found.append(slot.work)
+                last = slot.seq
+        while i < n and order[i].dropped:
+            i += 1
+        return WorkPage(data=tuple(found), next_page=self._encode_cursor(last) if i < n else None)
 
     def stats(self, now: _dt.datetime) -> QueueStats:
         """The queue's statistics at ``now`` (kept as counters: no scan of the items)."""
         now = self._begin(now)
-        queued, order = self._queued, self._order
-        while queued and order[queued[0]].work.state is not _QUEUED:
-            order[heapq.heappop(queued)].in_queued = False
-        oldest = order[queued[0]].work.created_at if queued else None
+        queued, by_seq = self._queued, self._by_seq
+        oldest = None
+        while queued:
+            slot = by_seq.get(queued[0])
+            if slot is not None and slot.work.state is _QUEUED:
+                oldest = slot.work.created_at
+                break
+            heapq.heappop(queued)
+            if slot is not None:
+                slot.in_queued = False
         self._trim_polls(now)
         return QueueStats(
             depth=self._depth,
@@ -488,7 +663,10 @@ class Environment:
         now = ensure_utc(now)
         self._check_time(now)
         self._now = now
-        return self._advance(now, collect=True)
+        expired = self._advance(now, collect=True)
+        if self._stopped:
+            self._retain(now)
+        return expired
 
     def next_change_at(self) -> _dt.datetime | None:
         """The earliest time at which time alone changes something, or None.
@@ -498,11 +676,17 @@ class Environment:
         poll open (``block_ms``) can sleep until then.  Reads no clock and changes nothing
         observable.
         """
-        order = self._order
+        by_seq = self._by_seq
         windows, leases = self._windows, self._leases
-        while windows and order[windows[0][1]].window_until != windows[0][0]:
+        while windows:
+            slot = by_seq.get(windows[0][1])
+            if slot is not None and slot.window_until == windows[0][0]:
+                break
             heapq.heappop(windows)
-        while leases and order[leases[0][1]].work.lease_expires_at != leases[0][0]:
+        while leases:
+            slot = by_seq.get(leases[0][1])
+            if slot is not None and slot.work.lease_expires_at == leases[0][0]:
+                break
             heapq.heappop(leases)
         times = []
         if windows:
@@ -510,6 +694,238 @@ class Environment:
         if leases:
             times.append(leases[0][0] + _ONE_MICROSECOND)
         return min(times) if times else None
+
+    # ------------------------------------------------------------------ stores
+    def take_changes(self) -> EnvironmentChanges:
+        """What changed since the last call (or since creation or restore), and forget it.
+
+        Needs ``track_changes=True``.  Items appear once, in their latest state, however many
+        calls changed them; an item created and dropped in between does not appear.
+        """
+        track = self._track
+        if track is None:
+            raise InvalidInputError(
+                "take_changes needs an environment built with track_changes=True",
+                key="track_changes",
+                expected="Environment(..., track_changes=True)",
+                got=False,
+            )
+        items = tuple(
+            ItemState(work=slot.work, seq=slot.seq, window_until=slot.window_until)
+            for slot in track.items.values()
+        )
+        state = self.state() if track.state else None
+        dropped = tuple(track.dropped)
+        track.items.clear()
+        track.dropped.clear()
+        track.state = False
+        return EnvironmentChanges(state=state, items=items, dropped=dropped)
+
+    def state(self) -> EnvironmentState:
+        """The environment's own bookkeeping, as :meth:`restore` takes it."""
+        return EnvironmentState(
+            id_counter=self._id_counter,
+            next_seq=self._next_seq,
+            named_poll_seen=self._named_poll_seen,
+            pollers=dict(self._pollers),
+        )
+
+    def item_states(self) -> tuple[ItemState, ...]:
+        """Every item with its bookkeeping, by creation, as :meth:`restore` takes them."""
+        return tuple(
+            ItemState(work=slot.work, seq=slot.seq, window_until=slot.window_until)
+            for slot in self._order
+            if not slot.dropped
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        environment_id: str,
+        *,
+        now: _dt.datetime,
+        state: EnvironmentState,
+        items: Iterable[ItemState],
+        profile: Profile = ANTHROPIC,
+        id_factory: Callable[[str], str] | None = None,
+        seed: int | str | bytes | None = None,
+        retain_stopped: int | None = None,
+        retain_stopped_seconds: float | None = None,
+        track_changes: bool = False,
+    ) -> Environment:
+        """An environment rebuilt from :meth:`state` and :meth:`item_states` records.
+
+        ``now`` is the latest time the environment has seen (no earlier than any item's
+        latest change).  The records are checked before anything is built: an item of another
+        environment or profile, a duplicate id or sequence number, a record that breaks an
+        invariant (:func:`~workstate.invariant_violations`, private fields included) or a
+        redelivery window on an item that awaits no ack is a 400 naming the item and the key.
+        Leases and windows that fell due by ``now`` are applied by the next call, as they
+        would have been.  The other arguments are :class:`Environment`'s.
+        """
+        env = cls(
+            environment_id,
+            profile=profile,
+            id_factory=id_factory,
+            seed=seed,
+            retain_stopped=retain_stopped,
+            retain_stopped_seconds=retain_stopped_seconds,
+            track_changes=track_changes,
+        )
+        now = ensure_utc(now)
+        env._check_state(state, now)
+        records = sorted(env._checked_items(items, state.next_seq, now), key=_SEQ)
+        env._now = now
+        env._id_counter = state.id_counter
+        env._next_seq = state.next_seq
+        env._named_poll_seen = state.named_poll_seen
+        env._pollers = dict(sorted(state.pollers.items(), key=lambda pair: pair[1]))
+        env._polls = deque((at, worker) for worker, at in env._pollers.items())
+        for record in records:
+            slot = _Slot(record.work, record.seq)
+            env._order.append(slot)
+            env._slots[record.work.id] = slot
+            env._by_seq[record.seq] = slot
+            env._enter(slot, None, record.window_until)
+        # Stopped items were entered by creation; retention drops them in stopping order.
+        if env._stopped is not None:
+            env._stopped = deque(sorted(env._stopped, key=lambda s: (s.work.stopped_at, s.seq)))
+        if env._track is not None:
+            env._track = _Tracker()
+            env._track.state = False
+        return env
+
+    def _check_state(self, state: object, now: _dt.datetime) -> None:
+        def bad(key: str, expected: str, got: object) -> InvalidInputError:
+            return InvalidInputError(
+                f"cannot restore environment {self.environment_id}: state.{key} must be "
+                f"{expected}, got {got!r}",
+                key=f"state.{key}",
+                expected=expected,
+                got=got,
+            )
+
+        if not isinstance(state, EnvironmentState):
+            raise InvalidInputError(
+                f"cannot restore environment {self.environment_id}: state must be an "
+                f"EnvironmentState, got {type(state).__name__}",
+                key="state",
+                expected="an EnvironmentState",
+                got=state,
+            )
+        for key in ("id_counter", "next_seq"):
+            value = getattr(state, key)
+            if not is_int(value) or value < 0:
+                raise bad(key, "an integer >= 0", value)
+        if not isinstance(state.named_poll_seen, bool):
+            raise bad("named_poll_seen", "true or false", state.named_poll_seen)
+        pollers = state.pollers
+        if not isinstance(pollers, Mapping):
+            raise bad("pollers", "a mapping of worker ids to times", pollers)
+        for worker, at in pollers.items():
+            if type(worker) is not str or not worker:
+                raise bad("pollers", "keyed by non-empty worker ids", worker)
+            if not isinstance(at, _dt.datetime) or at.utcoffset() is None or at > now:
+                raise bad(f"pollers.{worker}", f"an aware time at or before {format_time(now)}", at)
+        if pollers and not state.named_poll_seen:
+            raise bad("named_poll_seen", "true when pollers are recorded", False)
+
+    def _checked_items(
+        self, items: Iterable[ItemState], next_seq: int, now: _dt.datetime
+    ) -> builtins.list[ItemState]:
+        records: builtins.list[ItemState] = []
+        ids: set[str] = set()
+        seqs: set[int] = set()
+        for n, record in enumerate(items):
+            if not isinstance(record, ItemState) or not isinstance(record.work, Work):
+                raise InvalidInputError(
+                    f"cannot restore environment {self.environment_id}: items[{n}] must be an "
+                    f"ItemState holding a Work, got {record!r}",
+                    key=f"items[{n}]",
+                    expected="an ItemState(work=Work(...), seq=..., window_until=...)",
+                    got=record,
+                )
+            work = record.work
+            bad = functools.partial(self._bad_item, n, work)
+
+            if work.environment_id != self.environment_id:
+                raise bad(
+                    "environment_id",
+                    f"belongs to environment {work.environment_id!r}",
+                    self.environment_id,
+                    work.environment_id,
+                )
+            if work.profile != self.profile:
+                raise bad(
+                    "profile",
+                    f"follows profile {work.profile.name!r}, not {self.profile.name!r}",
+                    self.profile.name,
+                    work.profile.name,
+                )
+            if work.id in ids:
+                raise bad("id", "appears twice", "each work id once", work.id)
+            seq = record.seq
+            if not is_int(seq) or not 0 <= seq < next_seq or seq in seqs:
+                raise bad(
+                    "seq",
+                    f"has the sequence number {seq!r}",
+                    f"a sequence number from 0 to {next_seq - 1} (state.next_seq - 1), each once",
+                    seq,
+                )
+            problems = invariant_violations(work)
+            if problems:
+                first = problems[0]
+                raise bad(first.key, f"breaks an invariant: {first.message}", "valid records", work)
+            if work.touched_at > now:
+                raise bad(
+                    "touched_at",
+                    f"changed at {format_time(work.touched_at)}, after now ({format_time(now)})",
+                    f"a time at or before {format_time(now)}",
+                    work.touched_at,
+                )
+            until = record.window_until
+            if until is not None and (
+                not isinstance(until, _dt.datetime)
+                or until.utcoffset() is None
+                or work.state is not _QUEUED
+                or work.delivered_at is None
+                or until < work.delivered_at
+            ):
+                raise bad(
+                    "window_until",
+                    f"has a redelivery window ({until!r}) but is {work.state.value} and "
+                    f"delivered at {work.delivered_at!r}",
+                    "a time at or after delivered_at on a delivered queued item, or None",
+                    until,
+                )
+            ids.add(work.id)
+            seqs.add(seq)
+            records.append(record)
+        # The queue's oldest item is the one of lowest sequence number: creation order.
+        ordered = sorted(records, key=_SEQ)
+        for before, after in itertools.pairwise(ordered):
+            if after.work.created_at < before.work.created_at:
+                raise InvalidInputError(
+                    f"cannot restore environment {self.environment_id}: item "
+                    f"{after.work.id!r} (seq {after.seq}) was created before item "
+                    f"{before.work.id!r} (seq {before.seq}); sequence is creation order",
+                    key="items.seq",
+                    expected="sequence numbers in created_at order",
+                    got=after.seq,
+                    work_id=after.work.id,
+                )
+        return ordered
+
+    def _bad_item(
+        self, n: int, work: Work, key: str, problem: str, expected: str, got: object
+    ) -> InvalidInputError:
+        return InvalidInputError(
+            f"cannot restore environment {self.environment_id}: item {work.id!r} {problem}",
+            key=f"items[{n}].{key}",
+            expected=expected,
+            got=got,
+            work_id=work.id,
+        )
 
     # ------------------------------------------------------------------ time
     def _check_time(self, now: _dt.datetime) -> None:
@@ -532,15 +948,18 @@ class Environment:
         leases, windows = self._leases, self._windows
         if (leases and leases[0][0] < now) or (windows and windows[0][0] <= now):
             self._advance(now, collect=False)
+        stopped = self._stopped
+        if stopped and (len(stopped) > self._retain_count or self._retain_age is not None):
+            self._retain(now)
         return now
 
     def _advance(self, now: _dt.datetime, *, collect: bool) -> builtins.list[Work]:
-        order = self._order
+        by_seq = self._by_seq
         windows = self._windows
         while windows and windows[0][0] <= now:
             until, seq = heapq.heappop(windows)
-            slot = order[seq]
-            if slot.window_until == until:  # (leaving ``queued`` clears the window)
+            slot = by_seq.get(seq)
+            if slot is not None and slot.window_until == until:  # (leaving ``queued`` clears it)
                 # The window ended: pending → ready.
                 slot.window_until = None
                 self._pending -= 1
@@ -550,12 +969,44 @@ class Environment:
         leases = self._leases
         while leases and leases[0][0] < now:
             deadline, seq = heapq.heappop(leases)
-            slot = order[seq]
-            if slot.work.lease_expires_at == deadline:
+            slot = by_seq.get(seq)
+            if slot is not None and slot.work.lease_expires_at == deadline:
                 self._replace(slot, slot.work.expire(deadline + _ONE_MICROSECOND))
                 if collect:
                     expired.append(slot.work)
         return expired
+
+    def _retain(self, now: _dt.datetime) -> None:
+        """Drop the stopped items beyond the retention bound (oldest stopped first)."""
+        stopped = self._stopped
+        assert stopped is not None  # (called only when it holds items)
+        while len(stopped) > self._retain_count:
+            self._drop(stopped.popleft())
+        age = self._retain_age
+        if age is not None and stopped:
+            try:
+                horizon = now - age
+            except OverflowError:  # before year 1: nothing is that old
+                return
+            while stopped:
+                at = stopped[0].work.stopped_at
+                if at is None or at >= horizon:  # (a stopped item always has stopped_at)
+                    break
+                self._drop(stopped.popleft())
+
+    def _drop(self, slot: _Slot) -> None:
+        work_id = slot.work.id
+        del self._slots[work_id]
+        del self._by_seq[slot.seq]
+        slot.dropped = True
+        self._holes += 1
+        if self._holes > len(self._order) // 2 + _COMPACT_SLACK:
+            self._order = [s for s in self._order if not s.dropped]
+            self._holes = 0
+        track = self._track
+        if track is not None:
+            track.items.pop(slot.seq, None)
+            track.dropped.append(work_id)
 
     def _trim_polls(self, now: _dt.datetime) -> None:
         polls, pollers = self._polls, self._pollers
@@ -589,6 +1040,9 @@ class Environment:
             return  # a safe retry or a no-change answer
         self._leave(slot)
         slot.work = work
+        track = self._track
+        if track is not None:
+            track.items[slot.seq] = slot
         self._enter(slot, old.lease_expires_at, window_until)
 
     def _leave(self, slot: _Slot) -> None:
@@ -617,6 +1071,8 @@ class Environment:
             if not slot.in_queued:
                 slot.in_queued = True
                 heapq.heappush(self._queued, slot.seq)
+                if len(self._queued) > 2 * (self._depth + self._pending) + _COMPACT_SLACK:
+                    self._compact_queued()
             assert self._now is not None
             if window_until is None or window_until <= self._now:
                 self._depth += 1
@@ -627,7 +1083,11 @@ class Environment:
                 heapq.heappush(self._windows, (window_until, slot.seq))
                 if len(self._windows) > 2 * self._pending + _COMPACT_SLACK:
                     self._compact_windows()
-        elif state is not _STOPPED:
+        elif state is _STOPPED:
+            stopped = self._stopped
+            if stopped is not None:
+                stopped.append(slot)
+        else:
             self._leased += 1
             deadline = work.lease_expires_at
             if deadline is not None and deadline != old_deadline:
@@ -639,30 +1099,66 @@ class Environment:
         if not slot.in_ready:
             slot.in_ready = True
             heapq.heappush(self._ready, slot.seq)
+            if len(self._ready) > 2 * self._depth + _COMPACT_SLACK:
+                self._compact_ready()
 
     def _pop_ready(self) -> _Slot | None:
         """The oldest ready item, removed from ``_ready`` (stale entries are dropped)."""
-        ready, order = self._ready, self._order
+        ready, by_seq = self._ready, self._by_seq
         while ready:
-            slot = order[heapq.heappop(ready)]
+            slot = by_seq.get(heapq.heappop(ready))
+            if slot is None:
+                continue  # dropped
             slot.in_ready = False
             if slot.work.state is _QUEUED and slot.window_until is None:
                 return slot
         return None
 
+    def _compact_ready(self) -> None:
+        # Entries of items that are no longer ready go; their flags say so, so that the items
+        # get a fresh entry if they become ready again.
+        by_seq, live = self._by_seq, []
+        for seq in self._ready:
+            slot = by_seq.get(seq)
+            if slot is None:
+                continue
+            if slot.work.state is _QUEUED and slot.window_until is None:
+                live.append(seq)
+            else:
+                slot.in_ready = False
+        heapq.heapify(live)
+        self._ready = live
+
+    def _compact_queued(self) -> None:
+        by_seq, live = self._by_seq, []
+        for seq in self._queued:
+            slot = by_seq.get(seq)
+            if slot is None:
+                continue
+            if slot.work.state is _QUEUED:
+                live.append(seq)
+            else:
+                slot.in_queued = False
+        heapq.heapify(live)
+        self._queued = live
+
     def _compact_windows(self) -> None:
-        order = self._order
-        live = {(until, seq) for until, seq in self._windows if order[seq].window_until == until}
+        by_seq = self._by_seq
+        live = set()
+        for until, seq in self._windows:
+            slot = by_seq.get(seq)
+            if slot is not None and slot.window_until == until:
+                live.add((until, seq))
         self._windows = list(live)
         heapq.heapify(self._windows)
 
     def _compact_leases(self) -> None:
-        order = self._order
-        live = {
-            (deadline, seq)
-            for deadline, seq in self._leases
-            if order[seq].work.lease_expires_at == deadline
-        }
+        by_seq = self._by_seq
+        live = set()
+        for deadline, seq in self._leases:
+            slot = by_seq.get(seq)
+            if slot is not None and slot.work.lease_expires_at == deadline:
+                live.add((deadline, seq))
         self._leases = list(live)
         heapq.heapify(self._leases)
 
@@ -708,7 +1204,7 @@ class Environment:
                 problem = f"page {page!r} is not a cursor this API returned"
             else:
                 seq, check = _CURSOR.unpack(raw)
-                if check != self._cursor_check or seq >= len(self._order):
+                if check != self._cursor_check or seq >= self._next_seq:
                     problem = f"page {page!r} is not a cursor of this environment's listing"
                 else:
                     return int(seq)

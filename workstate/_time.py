@@ -231,3 +231,12 @@ class ManualClock:
             )
         self._now = value
         return value
+
+
+def resume_manual_clock(clock: ManualClock, value: _dt.datetime) -> None:
+    """Put ``clock`` at ``value``, earlier or later: for a server resuming from its state file.
+
+    The one way back in time, and only before the resumed server hands any time to the core:
+    its clock continues from the last time it used.
+    """
+    clock._now = ensure_utc(value, name="clock")

@@ -9,7 +9,7 @@ This is an adapter and holds no lifecycle rules.  A request goes through three s
    1-999, ``limit`` 1-1000, TTLs, tokens, metadata limits) are the core's, not ours.
 2. *Call the core under one lock*: read the clock, apply the leases that fell due
    (:meth:`Environment.expire_due`), make the one call the endpoint stands for.  The lock is a
-   :class:`threading.RLock` held only by synchronous code (never across an ``await``), so the
+   re-entrant lock held only by synchronous code (never across an ``await``), so the
    event loop serves requests concurrently while no two of them touch an environment at once,
    and a test thread may inspect an environment safely while the server runs in another thread
    (re-entrant, so the documented ``with server.lock: server.environment(...)`` works; since
@@ -35,6 +35,11 @@ again.  No background task is needed: every request applies the expiries due at 
 Time.  The server reads its clock (a :class:`~workstate.SystemClock`, or a
 :class:`~workstate.ManualClock` that only ``POST /mock/clock`` moves) and never lets the time it
 hands to the core go backwards, even if the system clock does.
+
+State.  The environments live in memory; with ``state=`` a SQLite file keeps them too, and
+the server restores them from it at start-up.  The lock is the commit point (see
+:mod:`workstate.server._store`): every change made under it is committed before it is
+released, so before any answer is sent.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import datetime as _dt
 import hmac
 import json
 import logging
+import os
 import random
 import re
 import secrets
@@ -64,16 +70,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workstate._environment import Environment
+from workstate._environment import Environment, check_retention
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
 from workstate._profile import ANTHROPIC, Profile, evolve_profile
 from workstate._records import WorkData
-from workstate._time import ManualClock, SystemClock, format_time, parse_time
+from workstate._time import (
+    ManualClock,
+    SystemClock,
+    format_time,
+    parse_time,
+    resume_manual_clock,
+)
 from workstate._wire import work_data_from_json as _work_data_from_json
 from workstate._work import Work
 from workstate.server._harness import Harness, HarnessMiddleware
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
+from workstate.server._store import CommittingLock, MemoryStore, Saved, SqliteStore, StateKeeper
 
 __all__ = ["MockServer", "serve_in_thread"]
 
@@ -166,6 +179,12 @@ class MockServer:
     ``seed`` makes every id, sessions token and request id the server generates, and every
     draw of a probabilistic fault rule, the same from run to run (None: a random seed).  Fault
     rules, the request journal, :meth:`reset` and inspection are on :attr:`harness`.
+
+    ``state`` names a SQLite file that keeps everything across restarts (created if missing;
+    ``state_sync`` is ``"normal"`` or ``"full"``, see ``docs/mock-server.md``); the server
+    restores what it holds, and a manual clock resumes at the file's last time.  Each
+    environment keeps at most ``retain_stopped`` stopped items (the newest; None: all) and
+    none stopped more than ``retain_stopped_seconds`` ago (None: no age limit).
     """
 
     def __init__(
@@ -177,6 +196,10 @@ class MockServer:
         id_factory: Callable[[str], str] | None = None,
         seed: int | None = None,
         profile_overrides: Mapping[str, Any] | None = None,
+        state: str | os.PathLike[str] | None = None,
+        state_sync: str = "normal",
+        retain_stopped: int | None = 10_000,
+        retain_stopped_seconds: float | None = None,
     ) -> None:
         self.profile = evolve_profile(profile, profile_overrides or {})
         """The profile of every environment this server creates (with the overrides applied)."""
@@ -184,24 +207,50 @@ class MockServer:
         """The clock the server reads for every request."""
         self.api_key = api_key
         """The key every request must carry, or None to accept any request."""
-        self.lock = threading.RLock()
-        """Held around every touch of an environment or a session; re-entrant, so a test may
-        hold it across several inspections (``with server.lock: server.environment(...)``)."""
         self.seed: int = secrets.randbits(64) if seed is None else seed
         """The seed of every id, token, request id and fault draw the server makes."""
         self._random = random.Random(self.seed)
-        self.sessions = SessionHub(self)
-        """The scripted sessions of the session items, their tokens and streams."""
         self._id_factory = id_factory
         # Where a manual clock started, for reset (which puts a new clock there).
         self._clock_start = self.clock.now() if isinstance(self.clock, ManualClock) else None
         self.harness = Harness(self, seed=random.Random(f"{self.seed}:faults").getrandbits(64))
         """Fault rules, the request journal, inspection and health."""
+        check_retention(retain_stopped, retain_stopped_seconds)
+        self._retention = (retain_stopped, retain_stopped_seconds)
         self._environments: dict[str, Environment] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._last_now: _dt.datetime | None = None
+        store = MemoryStore() if state is None else SqliteStore(state, synchronous=state_sync)
+        self._keeper = StateKeeper(store, clock=lambda: self._last_now)
+        self.lock: CommittingLock = self._keeper.lock
+        """Held around every touch of an environment or a session; re-entrant, so a test may
+        hold it across several inspections (``with server.lock: server.environment(...)``);
+        it commits the state before it is released."""
+        self.sessions = SessionHub(self)
+        """The scripted sessions of the session items, their tokens and streams."""
+        try:
+            self._last_now, self._environments = self._keeper.restore(
+                self.profile, self._new_environment
+            )
+            self.sessions.restore()
+        except BaseException:
+            store.close()
+            raise
+        if self._last_now is not None:  # a restart: go on from the saved state
+            if isinstance(self.clock, ManualClock):
+                resume_manual_clock(self.clock, self._last_now)  # it resumes where it was
+            # A seeded generator would hand out the tokens of the last run again: draw anew.
+            restarts = int(self._keeper.record("server", "restarts") or 0) + 1
+            self._keeper.put("server", "restarts", restarts)
+            self._random = random.Random(f"{self.seed}:restart {restarts}")
         self.app: Starlette = self._build_app()
         """The ASGI application."""
+
+    def close(self) -> None:
+        """Close the state file, if any (the server must not serve afterwards)."""
+        with self.lock:
+            self._keeper.flush()  # what changed outside a request, through environment()
+            self._keeper.store.close()
 
     # -------------------------------------------------------------- for programs and tests
     @property
@@ -220,7 +269,9 @@ class MockServer:
         The object is live: hold :attr:`lock` while you read it if the server is serving.
         """
         with self.lock:
-            return self._environment(environment_id)
+            env = self._environment(environment_id)
+            self._keeper.watch(environment_id, env)  # the caller may change it outside a request
+            return env
 
     def environment_ids(self) -> list[str]:
         """The ids of the environments used so far, in order of first use."""
@@ -284,6 +335,7 @@ class MockServer:
                 self.clock = ManualClock(self._clock_start)
             self._last_now = None
             self._environments.clear()
+            self._keeper.clear()  # the state file starts afresh too
             self.sessions.reset()
             self._random = random.Random(self.seed)
             for environment_id in list(self._waiters):
@@ -307,13 +359,39 @@ class MockServer:
                     f"environment {environment_id!r} not found; the mock server serves every "
                     "id of the form env_<letters, digits, _ or ->"
                 )
-            if self._id_factory is None:
-                seed = self._random.getrandbits(64)
-                env = Environment(environment_id, profile=self.profile, seed=seed)
-            else:
-                env = Environment(environment_id, profile=self.profile, id_factory=self._id_factory)
-            self._environments[environment_id] = env
+            env = self._environments[environment_id] = self._new_environment(environment_id)
+        self._keeper.touched(environment_id, env)  # its changes go in this hold's commit
         return env
+
+    def _new_environment(self, environment_id: str, saved: Saved | None = None) -> Environment:
+        factory, (count, seconds) = self._id_factory, self._retention
+        # The id generator's seed is kept with the state, so ids go on as they would have.
+        seed = self._keeper.record("environment_seed", environment_id)
+        if seed is None and factory is None:
+            seed = self._random.getrandbits(64)
+            self._keeper.put("environment_seed", environment_id, seed)
+        if saved is None:
+            return Environment(
+                environment_id,
+                profile=self.profile,
+                id_factory=factory,
+                seed=seed,
+                retain_stopped=count,
+                retain_stopped_seconds=seconds,
+                track_changes=True,
+            )
+        return Environment.restore(
+            environment_id,
+            now=saved.now,
+            state=saved.state,
+            items=saved.items,
+            profile=self.profile,
+            id_factory=factory,
+            seed=seed,
+            retain_stopped=count,
+            retain_stopped_seconds=seconds,
+            track_changes=True,
+        )
 
     def _touch(self, environment_id: str) -> tuple[Environment, _dt.datetime]:
         """The environment and the time, with every lease that fell due applied."""
@@ -343,8 +421,9 @@ class MockServer:
 
     def _after_clock_moved(self) -> _dt.datetime:
         now = self._now()
-        for env in self._environments.values():
+        for environment_id, env in self._environments.items():
             env.expire_due(now)
+            self._keeper.touched(environment_id, env)
         for environment_id in list(self._waiters):
             self._wake(environment_id)  # reclaim windows may have passed too
         return now

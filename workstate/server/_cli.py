@@ -25,6 +25,7 @@ from workstate._errors import InvalidInputError
 from workstate._profile import PROFILES
 from workstate._time import ManualClock, SystemClock, parse_time
 from workstate.server._app import MockServer, base_url, bind
+from workstate.server._store import StateFileError
 
 __all__ = ["main"]
 
@@ -66,7 +67,36 @@ def _parser() -> argparse.ArgumentParser:
         "--start",
         default=None,
         metavar="RFC3339",
-        help="with --clock manual: the clock's start time [the current time]",
+        help="with --clock manual: the clock's start time [the current time]; with a state "
+        "file that holds a time, the clock resumes there instead",
+    )
+    parser.add_argument(
+        "--state",
+        default=None,
+        metavar="FILE",
+        help="keep the state in this SQLite file (created if missing) and restore it on start "
+        "[in memory only]",
+    )
+    parser.add_argument(
+        "--state-sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="normal: every answered call survives a kill of the server; full: also a power "
+        "cut, at a disk flush per call [normal]",
+    )
+    parser.add_argument(
+        "--retain-stopped",
+        type=_count_or_all,
+        default=10_000,
+        metavar="N",
+        help="keep the newest N stopped items per environment, or 'all' [10000]",
+    )
+    parser.add_argument(
+        "--retain-stopped-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="drop stopped items stopped more than S seconds ago [no age limit]",
     )
     for flag, field in _TTL_FLAGS.items():
         parser.add_argument(
@@ -111,6 +141,12 @@ def _journal_writer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
         stream.flush()
 
     return write
+
+
+def _count_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    return int(text)  # argparse turns a ValueError into a usage error naming the option
 
 
 class _Stopped(Exception):
@@ -167,9 +203,18 @@ def main(argv: Sequence[str]) -> int:
             api_key=args.api_key,
             profile_overrides=overrides,
             seed=args.seed,
+            state=args.state,
+            state_sync=args.state_sync,
+            retain_stopped=args.retain_stopped,
+            retain_stopped_seconds=args.retain_stopped_seconds,
         )
+    except InvalidInputError as exc:
+        parser.error(f"--{exc.key.replace('_', '-')}: {exc.message}")
     except ValueError as exc:
         parser.error(str(exc))
+    except StateFileError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     p = server.profile
     for text in args.fault:
         try:
@@ -197,6 +242,8 @@ def main(argv: Sequence[str]) -> int:
     key = ", API key required" if args.api_key is not None else ""
     if args.seed is not None:
         key += f", seed {args.seed}"
+    if args.state is not None:
+        key += f", state in {args.state}"
     print(
         f"workstate mock server listening on {url} "
         f"(profile {args.profile}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
@@ -211,4 +258,5 @@ def main(argv: Sequence[str]) -> int:
         sock.close()
         if journal is not None:
             journal.close()
+        server.close()
     return 0

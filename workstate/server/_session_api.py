@@ -50,7 +50,14 @@ from starlette.routing import Route
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
-from workstate.server._sessions import Session, SessionStatus, Step, parse_session_spec
+from workstate.server._sessions import (
+    Session,
+    SessionStatus,
+    Step,
+    parse_session_spec,
+    session_from_record,
+    session_to_record,
+)
 
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
@@ -140,7 +147,18 @@ class SessionHub:
             session = Session.create(data.id, env, now)
         else:
             session = Session.create(data.id, env, now, status=parsed[0], script=parsed[1])
-        self._sessions[data.id] = session
+        self._keep(session)
+
+    def restore(self) -> None:
+        """Take the sessions and sessions tokens the server's state file holds (start-up)."""
+        keeper = self._server._keeper
+        self._sessions.update(keeper.records("session", session_from_record))
+        self._grants.update(keeper.records("session_token", lambda g: _Grant(*map(str, g))))
+
+    def _keep(self, session: Session) -> None:
+        # Under the server's lock: the state file commits it with the call, before its answer.
+        self._sessions[session.id] = session
+        self._server._keeper.put("session", session.id, session_to_record(session))
 
     def session(self, session_id: str) -> Session:
         """The session ``session_id`` (404 when there is none)."""
@@ -157,7 +175,9 @@ class SessionHub:
         body = work.to_json(include_secret=True)
         if work.body.secret is None:
             token = f"sesstok_{self._server._random.getrandbits(160):040x}"
-            self._grants[token] = _Grant(work.body.environment_id, work.id, work.body.data.id)
+            grant = _Grant(work.body.environment_id, work.id, work.body.data.id)
+            self._grants[token] = grant
+            self._server._keeper.put("session_token", token, attrs.astuple(grant))
             payload = json.dumps({"sessions_token": token, "api_base_url": base_url})
             body["secret"] = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         return body
@@ -214,7 +234,7 @@ class SessionHub:
         with self._server.lock:
             session = self.session(session_id)
             changed, recorded = session.receive(body.get("events"), self._server._now())
-            self._sessions[session_id] = changed
+            self._keep(changed)
             self._wake(session_id)
         return JSONResponse({"data": [e.to_json() for e in recorded]})
 
@@ -225,7 +245,7 @@ class SessionHub:
             start = len(session.events)
             if session.status is SessionStatus.TERMINATED:
                 start -= 1  # repeat the termination, so a late reader learns it too
-            self._sessions[session_id] = session.attach(self._server._now())
+            self._keep(session.attach(self._server._now()))
             self._wake(session_id)
         # Starlette cancels the frames when the client disconnects (it listens for that on
         # ASGI servers before spec 2.4, uvicorn's; on later ones the next frame, a ping at the
