@@ -116,7 +116,12 @@ def test_dependencies_are_quarantined() -> None:
 def test_the_server_exports() -> None:
     import workstate.server
 
-    assert workstate.server.__all__ == ["ConnectionDropped", "MockServer", "serve_in_thread"]
+    assert workstate.server.__all__ == [
+        "ConnectionDropped",
+        "MockServer",
+        "StateFileError",
+        "serve_in_thread",
+    ]
 
 
 def test_core_does_no_io() -> None:

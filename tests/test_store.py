@@ -859,7 +859,42 @@ def test_a_session_record_that_does_not_restore_is_refused(path: Path) -> None:
     mock = MockServer(state=path, clock=ManualClock(T0))
     mock.create_work(ENV)
     mock.close()
-    corrupt(path, "UPDATE records SET value = json_set(value, '$.position', 'x')")
+    session = "WHERE kind = 'session'"
+    corrupt(path, f"UPDATE records SET value = json_set(value, '$.position', 'x') {session}")
     assert "the session record 'sesn_" in start_error(path)
-    corrupt(path, "UPDATE records SET value = '{}'")
+    corrupt(path, f"UPDATE records SET value = '{{}}' {session}")
     assert "does not restore: KeyError('script')" in start_error(path)
+
+
+def test_reset_starts_the_state_file_afresh(path: Path) -> None:
+    mock = MockServer(state=path, clock=ManualClock(T0))
+    mock.create_work(ENV)
+    with mock.lock:
+        mock._keeper.put("note", "k", 1)
+    mock.reset()
+    mock.close()
+    again = MockServer(state=path, clock=ManualClock(T0))
+    assert again.environment_ids() == []
+    assert again._keeper.records("note") == {}
+    again.close()
+
+
+def test_a_restarted_seeded_server_mints_new_tokens_and_keeps_its_ids(path: Path) -> None:
+    def token(server: MockServer) -> str:
+        with server.lock:
+            env, now = server._touch(ENV)
+            work = env.poll(now)
+            assert work is not None
+            return str(server.sessions.delivery_json(work, "http://mock")["secret"])
+
+    mock = MockServer(state=path, clock=ManualClock(T0), seed=7)
+    mock.create_work(ENV)
+    mock.create_work(ENV)
+    first = token(mock)
+    mock.close()
+    again = MockServer(state=path, seed=7)
+    assert token(again) != first  # the seeded sequence is not replayed after a restart
+    fresh = MockServer(clock=ManualClock(T0), seed=7)
+    ids = [fresh.create_work(ENV).id for _ in range(3)]
+    assert again.create_work(ENV).id == ids[2]  # the id sequence goes on where it was
+    again.close()
