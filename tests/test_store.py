@@ -421,11 +421,14 @@ def test_keyed_records_are_committed_with_the_call_and_loaded_at_start(path: Pat
         mock._keeper.put("note", "n1", {"events": [1, 2]})
         mock._keeper.put("note", "n2", "x")
         mock._keeper.put("fault", "f1", None)
+        assert mock._keeper.record("note", "n1") == {"events": [1, 2]}  # staged
     with mock.lock:
         mock._keeper.delete("note", "n2")
         mock._keeper.delete("fault", "f1")
         mock._keeper.put("fault", "f1", {"again": True})
         mock._keeper.delete("fault", "never")
+        assert mock._keeper.record("note", "n2") is None  # staged for deletion
+        assert mock._keeper.record("fault", "f1") == {"again": True}
     with pytest.raises(TypeError):
         mock._keeper.put("note", "bad", object())
     mock.close()
@@ -433,6 +436,8 @@ def test_keyed_records_are_committed_with_the_call_and_loaded_at_start(path: Pat
     assert again._keeper.records("note") == {"n1": {"events": [1, 2]}}
     assert again._keeper.records("fault") == {"f1": {"again": True}}
     assert again._keeper.records("nothing") == {}
+    assert again._keeper.record("note", "n1") == {"events": [1, 2]}  # loaded
+    assert again._keeper.record("note", "n2") is None
     again.close()
 
 
