@@ -22,6 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
+from helpers import full_state
 
 from workstate import InvalidInputError, ManualClock
 from workstate._environment import Environment
@@ -33,32 +34,6 @@ T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 
 
 # ------------------------------------------------------------------------------ helpers
-def full_state(server: MockServer) -> Any:
-    """Everything the server holds, private lease fields and index bookkeeping included."""
-    with server.lock:
-        envs = {}
-        for env_id, env in server._environments.items():
-            slots = [(s.work, s.seq, s.window_until, s.in_ready, s.in_queued) for s in env._order]
-            envs[env_id] = (
-                slots,
-                sorted(env._slots),
-                sorted(env._ready),
-                sorted(env._queued),
-                sorted(env._windows),
-                sorted(env._leases),
-                env._depth,
-                env._pending,
-                env._leased,
-                list(env._polls),
-                dict(env._pollers),
-                env._named_poll_seen,
-                env._id_counter,
-                env._now,
-            )
-        waiters = {k: len(v) for k, v in server._waiters.items()}
-        return envs, waiters, server.clock.now()
-
-
 @pytest.fixture(scope="module")
 def mock() -> MockServer:
     return MockServer(clock=ManualClock(T0), max_body_bytes=4096, read_timeout=0.3)

@@ -9,11 +9,13 @@ Three layers see a request, and each bound lives in the first layer that can enf
    (:attr:`Limits.max_header_bytes`); a request that is not valid HTTP/1.1 (a header block over
    that size, raw non-ASCII bytes in the target, a malformed chunk) gets uvicorn's 400, which
    the subclass writes as the API's error envelope instead of plain text.  The subclass also
-   bounds *time*: the head of each request must arrive in full within
-   :attr:`Limits.read_timeout` seconds of the connection being ready for it (uvicorn itself
-   only times out a keep-alive connection on which nothing at all arrives, so a client that
-   trickles a header byte every few seconds would otherwise hold a connection for ever); a
-   late head is answered 408 and the connection closed.  After an answer, a request body the
+   bounds *time*: a new connection must deliver its first request's head within
+   :attr:`Limits.read_timeout` seconds, and every later head must arrive in full within that
+   time of its first byte (uvicorn itself only times out a keep-alive connection on which
+   nothing at all arrives, after ``timeout_keep_alive`` = 5 s, so a client that trickles a
+   header byte every few seconds would otherwise hold a connection for ever); a late head is
+   answered 408 and the connection closed, a new connection that sent nothing is closed
+   quietly.  After an answer, a request body the
    application never read must finish arriving within the same time, or the connection closes.
 2. *The ASGI middleware* :class:`RequestLimits`, directly inside the front middleware (so its
    answers carry the request id).  A head that arrived whole but is larger than
@@ -241,6 +243,8 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
         def data_received(self, data: bytes) -> None:
             if self.conn.their_state is h11.IDLE and data:
                 self._head_started = True
+                if self._head_timer is None:  # a head's deadline runs from its first byte
+                    self._arm_head_timer()
             super().data_received(data)
             if self.conn.their_state is not h11.IDLE and self._head_timer is not None:
                 self._head_timer.cancel()  # the head is in: the ASGI layer bounds the body
@@ -253,8 +257,9 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
             super().on_response_complete()
             if self.transport.is_closing():
                 return
-            if self.conn.their_state is h11.IDLE:  # ready for the next request's head
-                self._arm_head_timer()
+            if self.conn.their_state is h11.IDLE:
+                # Idle between requests: silence is uvicorn's keep-alive timeout's to end.
+                self._head_started = False
             elif self.conn.their_state is not h11.DONE and self._drain_timer is None:
                 # Answered before the body was read: the rest must not take for ever.
                 self._drain_timer = self.loop.call_later(limits.read_timeout, self._close)
@@ -282,9 +287,6 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
 
         # ------------------------------------------------------------ timers
         def _arm_head_timer(self) -> None:
-            self._head_started = False
-            if self._head_timer is not None:
-                self._head_timer.cancel()
             self._head_timer = self.loop.call_later(limits.read_timeout, self._head_too_slow)
 
         def _head_too_slow(self) -> None:
