@@ -19,7 +19,7 @@ the ``got`` field of an error, so no error object holds a huge input either.
 
 from __future__ import annotations
 
-__all__ = ["MAX_ECHO", "bounded", "excerpt", "renderable", "safe_message", "unrenderable_at"]
+__all__ = ["MAX_ECHO", "bounded", "excerpt", "safe_message", "unrenderable_at"]
 
 MAX_ECHO = 64
 """How many characters of a bad value an error message or ``got`` field quotes at most."""
@@ -32,11 +32,6 @@ def unrenderable_at(text: str) -> int | None:
     except UnicodeEncodeError as exc:
         return exc.start
     return None
-
-
-def renderable(text: str) -> bool:
-    """Whether ``text`` can be written as UTF-8 (it holds no unpaired surrogate)."""
-    return unrenderable_at(text) is None
 
 
 def excerpt(value: object, limit: int = MAX_ECHO) -> str:

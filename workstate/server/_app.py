@@ -23,6 +23,12 @@ Around all three sits the harness (``_harness.py``): fault rules, the request jo
 and inspection.  The one hook it needs here is in :meth:`MockServer._touch`, which tells it the
 time handed to the core and the item as the core found it.
 
+Hostile input is bounded outside this module: ``_limits`` (body and head size, read
+deadlines, malformed HTTP in the envelope), ``_render`` (answers that cannot fail to render),
+``_disconnect`` (a long poll whose client left), ``_auth`` (an API key that could never match);
+strings and ids are checked by the core.  Reads (``_touch(create=False)``) never create an
+environment; only a creation and a poll that names its worker do, and a refused one is undone.
+
 Long polls.  A poll with ``block_ms`` that finds nothing registers a future for its environment
 (under the lock, so a creation cannot slip between the empty answer and the registration), then
 waits for it outside the lock.  Creating an item and moving the manual clock resolve the futures
@@ -351,11 +357,13 @@ class MockServer:
         if not create and environment_id not in self._environments:
             if _ENVIRONMENT_ID.fullmatch(environment_id) is None:
                 self._environment(environment_id)  # the 404 for an id not of the form env_...
-            return Environment(environment_id, profile=self.profile), self._now()
-        env = self._environment(environment_id)
-        now = self._now()
-        if env.expire_due(now):
-            self._wake(environment_id)  # expired items are back in the queue
+            env = Environment(environment_id, profile=self.profile)
+            now = self._now()
+        else:
+            env = self._environment(environment_id)
+            now = self._now()
+            if env.expire_due(now):
+                self._wake(environment_id)  # expired items are back in the queue
         self.harness.note_core_call(env, now)
         return env, now
 

@@ -48,8 +48,8 @@ class ClientWatch:
 
     def close(self) -> None:
         """Stop watching."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()  # (a no-op once it has finished)
 
     async def _until_disconnect(self) -> None:
         receive = self._request.receive

@@ -260,8 +260,9 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
             if self.conn.their_state is h11.IDLE:
                 # Idle between requests: silence is uvicorn's keep-alive timeout's to end.
                 self._head_started = False
-            elif self.conn.their_state is not h11.DONE and self._drain_timer is None:
-                # Answered before the body was read: the rest must not take for ever.
+            else:
+                # Answered before the body was read (had both sides been done, uvicorn would
+                # have started the next cycle): the rest must not take for ever.
                 self._drain_timer = self.loop.call_later(limits.read_timeout, self._close)
 
         def send_400_response(self, msg: str) -> None:
@@ -291,8 +292,10 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
 
         def _head_too_slow(self) -> None:
             self._head_timer = None
+            # The timer is cancelled when the head is in and when the connection is lost; this
+            # only guards the moment between our own close() and connection_lost().
             if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-                return
+                return  # pragma: no cover
             if self._head_started:
                 # h11 cannot answer before a request exists: write the 408 by hand.
                 request_id = new_request_id()
@@ -310,8 +313,7 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
 
         def _close(self) -> None:
             self._drain_timer = None
-            if not self.transport.is_closing():
-                self.transport.close()
+            self.transport.close()  # (a no-op on a transport already closing)
 
         def _cancel_timers(self) -> None:
             for timer in (self._head_timer, self._drain_timer):
