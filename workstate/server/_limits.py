@@ -136,23 +136,24 @@ def envelope_bytes(error: WorkstateError, request_id: str | None) -> bytes:
     return render_json(error.to_json(request_id=request_id))
 
 
-def _head_size(scope: Scope) -> int:
-    """About the size of the request line and headers as sent (h11 bounds them only while
-    they are incomplete; a head that arrives at once can be larger)."""
+def _measure(scope: Scope) -> tuple[int | None, bool, int]:
+    """The declared content-length (None if absent or no number, which h11 refuses before we
+    see it), whether the body is chunked, and about the size of the request line and headers
+    as sent (h11 bounds a head only while it is incomplete; one that arrives at once can be
+    larger)."""
+    declared = None
+    chunked = False
     size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 16
     for name, value in scope.get("headers", ()):
         size += len(name) + len(value) + 4
-    return size
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
-                return int(value)
-            except ValueError:  # h11 refuses such a request before it gets here
-                return None
-    return None
+                declared = int(value)
+            except ValueError:
+                declared = None
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked, size
 
 
 class RequestLimits:
@@ -170,8 +171,7 @@ class RequestLimits:
         timeout = self.limits.read_timeout
         state = scope.get("state")
         request_id = state.get("request_id") if isinstance(state, dict) else None
-        declared = _content_length(scope)
-        head = _head_size(scope)
+        declared, chunked, head = _measure(scope)
         error: WorkstateError | None = None
         if head > self.limits.max_header_bytes:
             error = RequestTooLargeError(
@@ -188,6 +188,11 @@ class RequestLimits:
                 headers={"connection": "close"},
             )
             await response(scope, receive, send)
+            return
+        if not chunked and not declared:
+            # No body (h11 reads none without a length or chunking): nothing to bound, and the
+            # common case (every SDK call but a metadata update) pays for no wrapper.
+            await self.app(scope, receive, send)
             return
         received = 0
         body_done = refused = False
