@@ -189,9 +189,10 @@ class RequestLimits:
             )
             await response(scope, receive, send)
             return
-        if not chunked and not declared:
-            # No body (h11 reads none without a length or chunking): nothing to bound, and the
-            # common case (every SDK call but a metadata update) pays for no wrapper.
+        if not chunked and not declared and scope.get("http_version") in ("1.0", "1.1"):
+            # HTTP/1 without a length or chunking has no body: nothing to bound, and the common
+            # case (every SDK call but a metadata update) pays for no wrapper.  (Other ASGI
+            # servers, HTTP/2 ones say, may stream a body with neither header.)
             await self.app(scope, receive, send)
             return
         received = 0
