@@ -64,4 +64,10 @@ def full_state(server: Any) -> Any:
                 env._now,
             )
         waiters = {k: len(v) for k, v in server._waiters.items()}
-        return envs, waiters, server.clock.now()
+        hub = server.sessions
+        sessions = (
+            dict(hub._sessions),
+            dict(hub._grants),
+            {k: len(v) for k, v in hub._waiters.items()},
+        )
+        return envs, waiters, sessions, server.clock.now()

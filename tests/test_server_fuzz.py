@@ -28,7 +28,7 @@ from helpers import full_state
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workstate import NO_HEARTBEAT, ManualClock, format_time, invariant_violations
+from workstate import NO_HEARTBEAT, ManualClock, WorkData, format_time, invariant_violations
 from workstate._time import EARLIEST, LATEST
 from workstate.server import MockServer
 
@@ -46,11 +46,13 @@ def build(start: dt.datetime) -> tuple[MockServer, str | None]:
     token = None
     with server.lock:
         for work_id in IDS[1:]:
-            env.create(now, work_id=work_id, metadata={"k": "v"}, secret="s")
+            server.create_work(
+                ENV, work_id=work_id, metadata={"k": "v"}, data=WorkData(id=f"sesn_{work_id}")
+            )
             polled = env.poll(now, worker_id="w1")
             assert polled is not None
             assert polled.id == work_id
-        env.create(now, work_id="work_q")  # never delivered
+        server.create_work(ENV, work_id="work_q", data=WorkData(id="sesn_work_q"))
         try:
             for work_id in IDS[2:]:
                 env.ack(work_id, now)
@@ -84,6 +86,7 @@ ENV_IDS = mostly(
 WORK_IDS = mostly(
     st.sampled_from(IDS), st.sampled_from(["work_missing", "poll", "stats"]) | HOSTILE_TEXT
 )
+SESSION_IDS = mostly(st.sampled_from([f"sesn_{w}" for w in IDS]), HOSTILE_TEXT)
 SUFFIXES = st.sampled_from(["", "/ack", "/heartbeat", "/stop", "/", "/x", "/ack/"])
 
 
@@ -97,6 +100,10 @@ ROUTES = {  # kind -> (path template, the methods it answers)
     "stop": ("/v1/environments/{env}/work/{work}/stop", ["POST"]),
     "mock": ("/mock/environments/{env}/work", ["POST"]),
     "clock": ("/mock/clock", ["GET", "POST"]),
+    "session": ("/v1/sessions/{session}", ["GET"]),
+    "events": ("/v1/sessions/{session}/events", ["GET", "POST"]),
+    "inspect": ("/mock/sessions/{session}", ["GET"]),
+    # (.../events/stream is left out: a stream stays open until its session's turn ends)
 }
 OTHER_METHODS = ["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -109,7 +116,7 @@ def routes(draw: st.DrawFn) -> tuple[str, str]:
         return draw(st.sampled_from(OTHER_METHODS)), "/" + draw(HOSTILE_TEXT) + draw(SUFFIXES)
     template, methods = ROUTES[kind]
     method = draw(mostly(st.sampled_from(methods), st.sampled_from(OTHER_METHODS)))
-    path = template.format(env=draw(ENV_IDS), work=draw(WORK_IDS))
+    path = template.format(env=draw(ENV_IDS), work=draw(WORK_IDS), session=draw(SESSION_IDS))
     if draw(st.integers(0, 9)) == 0:
         path += draw(SUFFIXES)
     return method, path
@@ -154,7 +161,10 @@ def json_values(token: str | None) -> Any:
     return nested | st.lists(nested, max_size=2) | st.dictionaries(keys, nested, max_size=3)
 
 
-BODY_KEYS = ["data", "metadata", "secret", "work_id", "force", "advance_seconds", "now", "junk"]
+BODY_KEYS = [
+    *["data", "metadata", "secret", "work_id", "force", "advance_seconds", "now", "junk"],
+    *["session", "events"],
+]
 
 
 @st.composite
@@ -185,7 +195,9 @@ def requests(draw: st.DrawFn, token: str | None) -> tuple[str, str, bytes, list[
     if draw(st.booleans()):
         worker = draw(st.sampled_from(["w1", "w2", ""]) | HOSTILE_TEXT)
         headers.append((b"anthropic-worker-id", worker.encode("utf-8", "surrogatepass")))
-    body_kind = draw(st.sampled_from(["none"] * 3 + ["object", "raw", "big"] + ["keys"] * 4))
+    body_kind = draw(
+        st.sampled_from(["none"] * 3 + ["object", "raw", "big", "events"] + ["keys"] * 4)
+    )
     if body_kind == "none":
         body = b""
     elif body_kind == "object":
@@ -193,6 +205,12 @@ def requests(draw: st.DrawFn, token: str | None) -> tuple[str, str, bytes, list[
     elif body_kind == "keys":
         obj = draw(st.dictionaries(st.sampled_from(BODY_KEYS), json_values(token), max_size=3))
         body = json.dumps(obj).encode()  # surrogates become \\udXXX escapes
+    elif body_kind == "events":
+        event = {
+            "type": draw(st.sampled_from(["user.message", "user.interrupt", "x"])),
+            "content": [{"type": "text", "text": draw(HOSTILE_TEXT)}],
+        }
+        body = json.dumps({"events": [event]}).encode()
     elif body_kind == "raw":
         body = draw(st.binary(max_size=40))
     else:

@@ -45,11 +45,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
+from workstate.server._render import JSONResponse
 from workstate.server._sessions import Session, SessionStatus, Step, parse_session_spec
 
 if TYPE_CHECKING:
