@@ -724,3 +724,29 @@ def test_a_content_length_that_is_no_number_is_left_to_the_body_count() -> None:
 def test_the_body_limit_error_is_a_workstate_error() -> None:
     error = RequestTooLargeError("too big")
     assert (error.status, error.error_type) == (413, "request_too_large")
+
+
+def test_a_woken_long_poll_that_finds_nothing_waits_again() -> None:
+    """Two polls wait; one item arrives; one poll takes it, the other waits out its time."""
+    server = MockServer(clock=ManualClock(T0))
+
+    async def go() -> list[Any]:
+        transport = httpx2.ASGITransport(app=server.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://mock") as client:
+            url = work_path("env_two", "poll")
+            polls = [
+                asyncio.ensure_future(client.get(url, params={"block_ms": 300})),
+                # With a (declared) body: the watcher reads past it, then waits for the end.
+                asyncio.ensure_future(
+                    client.request("GET", url, params={"block_ms": 300}, content=b"{}")
+                ),
+            ]
+            while len(server._waiters.get("env_two", ())) < 2:
+                await asyncio.sleep(0.001)
+            item = server.create_work("env_two")
+            answers = [(await p).json() for p in polls]
+            assert server._waiters == {}
+            return [None if a is None else a["id"] for a in answers] + [item.id]
+
+    *answers, item_id = asyncio.run(go())
+    assert sorted(answers, key=str) == sorted([None, item_id], key=str)
