@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from helpers import full_state
 
-from workstate import InvalidInputError, ManualClock
+from workstate import InvalidInputError, ManualClock, WorkData
 from workstate._environment import Environment
 from workstate._time import EARLIEST, LATEST
 from workstate.server import MockServer, _app, _cli, serve_in_thread
@@ -750,3 +750,30 @@ def test_a_woken_long_poll_that_finds_nothing_waits_again() -> None:
 
     *answers, item_id = asyncio.run(go())
     assert sorted(answers, key=str) == sorted([None, item_id], key=str)
+
+
+def test_head_on_every_get_route_changes_nothing() -> None:
+    """Every route that answers GET, with real ids filled in: HEAD leaves the full state as is."""
+    from starlette.routing import Route
+
+    server = MockServer(clock=ManualClock(T0))
+    item = server.create_work("env_head", work_id="work_h", data=WorkData(id="sesn_h"))
+    server.create_work("env_head", work_id="work_i")
+    values = {"environment_id": "env_head", "work_id": item.id, "session_id": item.data.id}
+    paths = []
+    for route in server.app.routes:
+        assert isinstance(route, Route)
+        if "GET" in (route.methods or ()):
+            paths.append(route.path.format(**values))
+    assert len(paths) >= 8  # the work API's, the mock's and the sessions' reads
+
+    async def go() -> None:
+        transport = httpx2.ASGITransport(app=server.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://mock") as client:
+            for path in paths:
+                before = full_state(server)
+                r = await client.head(path, headers={"anthropic-worker-id": "w1"})
+                assert r.status_code in (200, 405), (path, r.status_code)
+                assert full_state(server) == before, path
+
+    asyncio.run(go())
