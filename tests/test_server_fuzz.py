@@ -104,6 +104,10 @@ ROUTES = {  # kind -> (path template, the methods it answers)
     "events": ("/v1/sessions/{session}/events", ["GET", "POST"]),
     "inspect": ("/mock/sessions/{session}", ["GET"]),
     # (.../events/stream is left out: a stream stays open until its session's turn ends)
+    "journal": ("/mock/journal", ["GET"]),
+    "faults": ("/mock/faults", ["GET"]),
+    "health": ("/mock/health", ["GET"]),
+    "inspect env": ("/mock/environments/{env}", ["GET"]),
 }
 OTHER_METHODS = ["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
