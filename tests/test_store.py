@@ -31,6 +31,7 @@ import pytest
 from workstate import (
     NO_HEARTBEAT,
     QODER,
+    InvalidInputError,
     ManualClock,
     State,
     WorkstateError,
@@ -85,7 +86,7 @@ def items_in_every_state() -> list[ItemState]:
     env = Environment("env_1")
     for i in range(5):
         env.create(T0, session_id=f"sesn_{i}", work_id=f"work_{i}", secret=f"s{i}")
-    env.update_metadata("work_0", T0, {"team": "a", "é": "\ud800"})
+    env.update_metadata("work_0", T0, {"team": "a", "é": "\U0001f600"})
     env.poll(T0, worker_id="w1")  # work_0 pending
     for i in (1, 2, 3, 4):
         env.ack(f"work_{i}", T0, worker_id="w2")
@@ -902,4 +903,17 @@ def test_a_restarted_seeded_server_mints_new_tokens_and_keeps_its_ids(path: Path
     fresh = MockServer(clock=ManualClock(T0), seed=7)
     ids = [fresh.create_work(ENV).id for _ in range(3)]
     assert again.create_work(ENV).id == ids[2]  # the id sequence goes on where it was
+    again.close()
+
+
+def test_a_refused_first_write_leaves_nothing_in_the_file(path: Path) -> None:
+    mock = MockServer(state=path, clock=ManualClock(T0), seed=7)
+    with pytest.raises(InvalidInputError) as info:
+        mock.create_work(ENV, metadata={"k": "\ud800"})
+    assert info.value.key == "metadata.k"
+    assert mock.environment_ids() == []
+    mock.close()
+    again = MockServer(state=path, clock=ManualClock(T0), seed=7)
+    assert again.environment_ids() == []
+    assert again._keeper.records("environment_seed") == {}
     again.close()

@@ -104,9 +104,10 @@ import attrs
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._records import HeartbeatResult, WorkData, check_id, is_int
+from workstate._records import HeartbeatResult, WorkData, check_id, check_text, is_int
 from workstate._table import State
-from workstate._time import UTC, ensure_utc, format_time
+from workstate._text import excerpt
+from workstate._time import UTC, ensure_utc, format_time, saturating_add
 from workstate._work import Work
 
 __all__ = [
@@ -121,7 +122,6 @@ __all__ = [
 _QUEUED, _STOPPED = State.QUEUED, State.STOPPED
 _ONE_MICROSECOND = _dt.timedelta(microseconds=1)
 _POLL_WINDOW = _dt.timedelta(seconds=30)
-_FOREVER = _dt.datetime.max.replace(tzinfo=UTC)
 _MAX_PAGE = 1000
 _COMPACT_SLACK = 1024  # a stale-heavy heap is rebuilt only past this many spare entries
 _B62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -284,14 +284,13 @@ def _item_time(slot: _Slot, now: _dt.datetime) -> _dt.datetime:
     return touched if touched > now else now
 
 
+MAX_WORKER_ID_LENGTH = 256
+"""How many characters a worker id may hold (it is stored with every poll that names it)."""
+
+
 def _check_worker_id(worker_id: object) -> str | None:
-    if worker_id is None or (type(worker_id) is str and worker_id):
-        return worker_id
-    raise InvalidInputError(
-        f"worker_id must be a non-empty string or None, got {worker_id!r}",
-        key="worker_id",
-        expected="a non-empty string, or None for an anonymous worker",
-        got=worker_id,
+    return check_text(  # type: ignore[no-any-return]
+        worker_id, "worker_id", nullable=True, empty=False, max_length=MAX_WORKER_ID_LENGTH
     )
 
 
@@ -492,7 +491,7 @@ class Environment:
         """
         if block_ms is not None and (not is_int(block_ms) or not 1 <= block_ms <= 999):
             raise InvalidInputError(
-                f"block_ms must be an integer from 1 to 999, got {block_ms!r}",
+                f"block_ms must be an integer from 1 to 999, got {excerpt(block_ms)}",
                 key="block_ms",
                 expected="an integer from 1 to 999 (milliseconds), or omitted",
                 got=block_ms,
@@ -505,7 +504,7 @@ class Environment:
         else:
             raise InvalidInputError(
                 f"reclaim_older_than_ms must be an integer >= {floor}, "
-                f"got {reclaim_older_than_ms!r}",
+                f"got {excerpt(reclaim_older_than_ms)}",
                 key="reclaim_older_than_ms",
                 expected=f"an integer >= {floor} (milliseconds), or omitted",
                 got=reclaim_older_than_ms,
@@ -523,10 +522,7 @@ class Environment:
         slot = self._pop_ready()
         if slot is None:
             return None
-        try:
-            until = now + _dt.timedelta(milliseconds=reclaim)
-        except OverflowError:  # a window past year 9999: never handed out again by time
-            until = _FOREVER
+        until = saturating_add(now, milliseconds=reclaim)  # past 9999: never ends by time
         work = slot.work.deliver(now, worker_id=worker_id)
         self._replace(slot, work, until)
         return work
@@ -601,7 +597,7 @@ class Environment:
         """
         if not is_int(limit) or not 1 <= limit <= _MAX_PAGE:
             raise InvalidInputError(
-                f"limit must be an integer from 1 to {_MAX_PAGE}, got {limit!r}",
+                f"limit must be an integer from 1 to {_MAX_PAGE}, got {excerpt(limit)}",
                 key="limit",
                 expected=f"an integer from 1 to {_MAX_PAGE}",
                 got=limit,
@@ -692,7 +688,9 @@ class Environment:
         if windows:
             times.append(windows[0][0])
         if leases:
-            times.append(leases[0][0] + _ONE_MICROSECOND)
+            # A lease expires at the first instant after its deadline.  The core refuses a
+            # deadline with no such instant (see workstate._time); saturate all the same.
+            times.append(saturating_add(leases[0][0], _ONE_MICROSECOND))
         return min(times) if times else None
 
     # ------------------------------------------------------------------ stores
@@ -1010,7 +1008,7 @@ class Environment:
 
     def _trim_polls(self, now: _dt.datetime) -> None:
         polls, pollers = self._polls, self._pollers
-        horizon = now - _POLL_WINDOW
+        horizon = saturating_add(now, -_POLL_WINDOW)  # near year 1 the window starts at year 1
         while polls and polls[0][0] < horizon:
             at, worker = polls.popleft()
             if pollers.get(worker) == at:
@@ -1028,7 +1026,7 @@ class Environment:
         slot = self._slots.get(work_id)
         if slot is None:
             raise NotFoundError(
-                f"no work item {work_id!r} in environment {self.environment_id}",
+                f"no work item {excerpt(work_id)} in environment {self.environment_id}",
                 work_id=work_id,
             )
         return slot
@@ -1201,11 +1199,11 @@ class Environment:
             except (binascii.Error, UnicodeEncodeError):
                 raw = b""
             if len(raw) != _CURSOR.size:
-                problem = f"page {page!r} is not a cursor this API returned"
+                problem = f"page {excerpt(page)} is not a cursor this API returned"
             else:
                 seq, check = _CURSOR.unpack(raw)
                 if check != self._cursor_check or seq >= self._next_seq:
-                    problem = f"page {page!r} is not a cursor of this environment's listing"
+                    problem = f"page {excerpt(page)} is not a cursor of this environment's listing"
                 else:
                     return int(seq)
         raise InvalidInputError(

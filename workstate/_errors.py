@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from workstate._text import bounded, safe_message
+
 if TYPE_CHECKING:
     from workstate._table import Operation, State
 
@@ -78,6 +80,8 @@ class WorkstateError(Exception):
         operation: Operation | None = None,
         allowed: Sequence[Operation] = (),
     ) -> None:
+        # Whatever a message quotes, it can always be rendered, and it stays short.
+        message = safe_message(message)
         super().__init__(message)
         self.message = message
         self.status: int = self.default_status if status is None else status
@@ -157,7 +161,8 @@ class InvalidInputError(WorkstateError):
     """400: an input is malformed or out of range (spec §8).
 
     ``key`` names the input (a JSON key, a query parameter, an argument), ``expected`` says what
-    would have been accepted and ``got`` holds what was received.
+    would have been accepted and ``got`` holds what was received (a long string cut to its
+    first 256 characters, so an error never holds a huge input).
     """
 
     default_status = 400
@@ -184,9 +189,9 @@ class InvalidInputError(WorkstateError):
             state=state,
             operation=operation,
         )
-        self.key = key
+        self.key = safe_message(key, 200)
         self.expected = expected
-        self.got = got
+        self.got = bounded(got)
 
 
 class NotFoundError(WorkstateError):

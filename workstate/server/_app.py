@@ -23,6 +23,12 @@ Around all three sits the harness (``_harness.py``): fault rules, the request jo
 and inspection.  The one hook it needs here is in :meth:`MockServer._touch`, which tells it the
 time handed to the core and the item as the core found it.
 
+Hostile input is bounded outside this module: ``_limits`` (body and head size, read
+deadlines, malformed HTTP in the envelope), ``_render`` (answers that cannot fail to render),
+``_disconnect`` (a long poll whose client left), ``_auth`` (an API key that could never match);
+strings and ids are checked by the core.  Reads (``_touch(create=False)``) never create an
+environment; only a creation and a poll that names its worker do, and a refused one is undone.
+
 Long polls.  A poll with ``block_ms`` that finds nothing registers a future for its environment
 (under the lock, so a creation cannot slip between the empty answer and the registration), then
 waits for it outside the lock.  Creating an item and moving the manual clock resolve the futures
@@ -66,7 +72,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -74,6 +80,7 @@ from workstate._environment import Environment, check_retention
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
 from workstate._profile import ANTHROPIC, Profile, evolve_profile
 from workstate._records import WorkData
+from workstate._text import excerpt
 from workstate._time import (
     ManualClock,
     SystemClock,
@@ -83,7 +90,17 @@ from workstate._time import (
 )
 from workstate._wire import work_data_from_json as _work_data_from_json
 from workstate._work import Work
+from workstate.server._auth import check_api_key
+from workstate.server._disconnect import ClientWatch
 from workstate.server._harness import Harness, HarnessMiddleware
+from workstate.server._limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_READ_TIMEOUT,
+    Limits,
+    RequestLimits,
+    uvicorn_options,
+)
+from workstate.server._render import JSONResponse
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
 from workstate.server._store import CommittingLock, MemoryStore, Saved, SqliteStore, StateKeeper
@@ -110,7 +127,7 @@ def _int_query(request: Request, name: str) -> int | None:
         return None
     if _INTEGER.fullmatch(text) is None:
         raise InvalidInputError(
-            f"query parameter {name} must be an integer, got {text!r}",
+            f"query parameter {name} must be an integer, got {excerpt(text)}",
             key=name,
             expected="an integer",
             got=text,
@@ -142,7 +159,8 @@ async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, An
     for key in value:
         if key not in allowed:
             raise InvalidInputError(
-                f"the request body has the unknown key {key!r}; the known keys are {list(allowed)}",
+                f"the request body has the unknown key {excerpt(key)}; "
+                f"the known keys are {list(allowed)}",
                 key=key,
                 expected=f"only the keys {list(allowed)}",
                 got=key,
@@ -167,9 +185,14 @@ class MockServer:
     ``profile`` answers the questions where providers differ (spec §7); ``clock`` is a
     :class:`~workstate.SystemClock` (the default) or a :class:`~workstate.ManualClock` that only
     ``POST /mock/clock`` (or :meth:`advance` and :meth:`set_time`) moves; with ``api_key`` every
-    request must carry it as ``x-api-key`` or ``Authorization: Bearer``.
+    request must carry it as ``x-api-key`` or ``Authorization: Bearer`` (a key no header could
+    carry is refused here, with a 400).  ``max_body_bytes`` bounds a request body (413 beyond);
+    ``read_timeout`` bounds, in seconds, how long a request's head may take to arrive and each
+    wait for its body (408 beyond; see ``workstate.server._limits``).
 
-    Every ``env_...`` id names an environment, created on first use.  Touch an environment only
+    Every ``env_...`` id names an environment, created by the first write that names it (a
+    creation, or a poll that names its worker); reads of an environment never used answer as
+    an empty one and keep nothing.  Touch an environment only
     through this object's methods, or while holding :attr:`lock`.  ``id_factory`` (given the
     prefix ``work_`` or ``sesn_``) chooses the generated ids, as for
     :class:`~workstate._environment.Environment`.  ``profile_overrides`` changes fields of
@@ -200,13 +223,17 @@ class MockServer:
         state_sync: str = "normal",
         retain_stopped: int | None = 10_000,
         retain_stopped_seconds: float | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         self.profile = evolve_profile(profile, profile_overrides or {})
         """The profile of every environment this server creates (with the overrides applied)."""
         self.clock: Clock = SystemClock() if clock is None else clock
         """The clock the server reads for every request."""
-        self.api_key = api_key
+        self.api_key = check_api_key(api_key)
         """The key every request must carry, or None to accept any request."""
+        self.limits = Limits(max_body_bytes=max_body_bytes, read_timeout=read_timeout)
+        """The bounds on one request's size and read time."""
         self.seed: int = secrets.randbits(64) if seed is None else seed
         """The seed of every id, token, request id and fault draw the server makes."""
         self._random = random.Random(self.seed)
@@ -295,8 +322,7 @@ class MockServer:
         ``docs/mock-server.md``); without it the session ends its turn as soon as a worker
         attaches.  Without ``secret`` every delivery mints one the SDK understands.
         """
-        with self.lock:
-            env, now = self._touch(environment_id)
+        with self.lock, self._writing(environment_id, create=True) as (env, now):
             kind = "session" if data is None else data.type
             parsed = self.sessions.check_new(session, kind, None if data is None else data.id)
             work = env.create(now, data=data, metadata=metadata, secret=secret, work_id=work_id)
@@ -342,6 +368,11 @@ class MockServer:
                 self._wake(environment_id)  # a waiting long poll looks again, at nothing
         self.harness.reset()
 
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The ``uvicorn.Config`` keyword arguments that enforce :attr:`limits` (and answer
+        malformed HTTP in the API's envelope); :func:`serve_in_thread` and ``serve`` use them."""
+        return uvicorn_options(self.limits, self.new_request_id)
+
     # -------------------------------------------------------------- internals (under the lock)
     def _now(self) -> _dt.datetime:
         now = self.clock.now()
@@ -356,8 +387,8 @@ class MockServer:
         if env is None:
             if _ENVIRONMENT_ID.fullmatch(environment_id) is None:
                 raise NotFoundError(
-                    f"environment {environment_id!r} not found; the mock server serves every "
-                    "id of the form env_<letters, digits, _ or ->"
+                    f"environment {excerpt(environment_id)} not found; the mock server serves "
+                    "every id of the form env_<letters, digits, _ or ->"
                 )
             env = self._environments[environment_id] = self._new_environment(environment_id)
         self._keeper.touched(environment_id, env)  # its changes go in this hold's commit
@@ -393,14 +424,45 @@ class MockServer:
             track_changes=True,
         )
 
-    def _touch(self, environment_id: str) -> tuple[Environment, _dt.datetime]:
-        """The environment and the time, with every lease that fell due applied."""
-        env = self._environment(environment_id)
-        now = self._now()
-        if env.expire_due(now):
-            self._wake(environment_id)  # expired items are back in the queue
+    def _touch(
+        self, environment_id: str, *, create: bool = True
+    ) -> tuple[Environment, _dt.datetime]:
+        """The environment and the time, with every lease that fell due applied.
+
+        With ``create=False`` (a read) an environment never used is answered by an empty one
+        that is not kept, so reads of unseen ids cost no memory.
+        """
+        if not create and environment_id not in self._environments:
+            if _ENVIRONMENT_ID.fullmatch(environment_id) is None:
+                self._environment(environment_id)  # the 404 for an id not of the form env_...
+            env = Environment(environment_id, profile=self.profile)
+            now = self._now()
+        else:
+            env = self._environment(environment_id)
+            now = self._now()
+            if env.expire_due(now):
+                self._wake(environment_id)  # expired items are back in the queue
         self.harness.note_core_call(env, now)
         return env, now
+
+    @contextlib.contextmanager
+    def _writing(
+        self, environment_id: str, *, create: bool
+    ) -> Iterator[tuple[Environment, _dt.datetime]]:
+        """:meth:`_touch`, and a refused first write keeps no environment behind."""
+        new = create and environment_id not in self._environments
+        # A new environment draws its id seed from the server's generator: a refused first
+        # write puts the draw back, so it leaves the seeded sequence of ids as it was.
+        drawn = self._random.getstate() if new else None
+        touched = self._touch(environment_id, create=create)
+        try:
+            yield touched
+        except BaseException:
+            if drawn is not None:  # (a new environment)
+                del self._environments[environment_id]
+                self._random.setstate(drawn)
+                self._keeper.discard(environment_id, ("environment_seed", environment_id))
+            raise
 
     def _wake(self, environment_id: str) -> None:
         for waiter in self._waiters.pop(environment_id, ()):
@@ -445,33 +507,56 @@ class MockServer:
             *self.sessions.routes(),
             *self.harness.routes(),
         ]
-        return Starlette(
+        app = Starlette(
             routes=routes,
             middleware=[
                 Middleware(HarnessMiddleware, harness=self.harness),
                 Middleware(_Front, server=self),
+                Middleware(RequestLimits, limits=self.limits),
             ],
             exception_handlers={
                 WorkstateError: _render_error,
                 HTTPException: _render_http_exception,
             },
         )
+        app.router.redirect_slashes = False  # a trailing slash is an enveloped 404, not a 307
+        return app
 
     async def _poll(self, request: Request) -> Response:
+        if request.method == "HEAD":  # Starlette adds HEAD to GET routes; a poll is no read
+            raise HTTPException(405, headers={"Allow": "GET"})
         environment_id = request.path_params["environment_id"]
         block_ms = _int_query(request, "block_ms")
         reclaim = _int_query(request, "reclaim_older_than_ms")
         worker_id = request.headers.get("anthropic-worker-id") or None
+        base = str(request.base_url).rstrip("/")
+        watch = ClientWatch(request)  # a client that leaves mid-wait must not claim an item
+        try:
+            return await self._poll_until(environment_id, worker_id, block_ms, reclaim, base, watch)
+        finally:
+            watch.close()
+
+    async def _poll_until(
+        self,
+        environment_id: str,
+        worker_id: str | None,
+        block_ms: int | None,
+        reclaim: int | None,
+        base: str,
+        watch: ClientWatch,
+    ) -> Response:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
+            if await watch.gone():  # right before delivering: a poll nobody awaits takes nothing
+                return JSONResponse(None)
             with self.lock:
-                env, now = self._touch(environment_id)
-                work = env.poll(
-                    now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
-                )
+                # A poll that names its worker is recorded for the stats: it is a write.
+                with self._writing(environment_id, create=worker_id is not None) as (env, now):
+                    work = env.poll(
+                        now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
+                    )
                 if work is not None:
-                    base = str(request.base_url).rstrip("/")
                     return JSONResponse(self.sessions.delivery_json(work, base))
                 if deadline is None:
                     deadline = loop.time() + (block_ms or 0) / 1000
@@ -484,16 +569,20 @@ class MockServer:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters.setdefault(environment_id, set()).add(waiter)
             try:
-                await asyncio.wait((waiter,), timeout=wait)
+                await watch.wait(waiter, wait)
             finally:
                 with self.lock:
-                    self._waiters.get(environment_id, set()).discard(waiter)
+                    waiting = self._waiters.get(environment_id)
+                    if waiting is not None:
+                        waiting.discard(waiter)
+                        if not waiting:  # no empty sets left behind for ids polled once
+                            del self._waiters[environment_id]
 
     async def _ack(self, request: Request) -> Response:
         environment_id, work_id = _ids(request)
         worker_id = request.headers.get("anthropic-worker-id") or None
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.ack(work_id, now, worker_id=worker_id)
         return JSONResponse(work.to_json())
 
@@ -502,7 +591,7 @@ class MockServer:
         ttl = _int_query(request, "desired_ttl_seconds")
         token = request.query_params.get("expected_last_heartbeat")
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             result = env.heartbeat(
                 work_id, now, expected_last_heartbeat=token, desired_ttl_seconds=ttl
             )
@@ -513,7 +602,7 @@ class MockServer:
         body = await _json_body(request, ("force",))
         force = body.get("force", False)  # the core checks it is a boolean
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.stop(work_id, now, force=force)
         return JSONResponse(work.to_json())
 
@@ -526,7 +615,7 @@ class MockServer:
     async def _get(self, request: Request) -> Response:
         environment_id, work_id = _ids(request)
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.get(work_id, now)
         return JSONResponse(work.to_json())
 
@@ -537,7 +626,7 @@ class MockServer:
         body = await _json_body(request, ("metadata",))
         patch = body.get("metadata", {})  # omitted: keep the metadata as it is
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.update_metadata(work_id, now, patch)
         return JSONResponse(work.to_json())
 
@@ -546,7 +635,7 @@ class MockServer:
         limit = _int_query(request, "limit")
         page = request.query_params.get("page")
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             if limit is None:
                 listing = env.list(now, page=page)
             else:
@@ -556,7 +645,7 @@ class MockServer:
     async def _stats(self, request: Request) -> Response:
         environment_id = request.path_params["environment_id"]
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             stats = env.stats(now)
         return JSONResponse(stats.to_json())
 
@@ -575,7 +664,7 @@ class MockServer:
         return JSONResponse(work.to_json())
 
     async def _mock_clock(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":  # GET, and the HEAD Starlette adds to it
             return JSONResponse(self._clock_json(self.now()))
         body = await _json_body(request, ("advance_seconds", "now"))
         if len(body) != 1:
@@ -610,15 +699,18 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
     """The router's own 404 and 405, in the API's envelope."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
+        path = request.url.path
+        hint = "; the API's paths have no trailing slash" if path.endswith("/") else ""
         error = WorkstateError(
-            f"no such endpoint: {request.method} {request.url.path}",
+            f"no such endpoint: {request.method} {excerpt(path)}{hint}",
             status=404,
             error_type="not_found_error",
         )
     elif exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         error = WorkstateError(
-            f"method {request.method} is not allowed on {request.url.path}; allowed: {allow}",
+            f"method {excerpt(request.method)} is not allowed on {excerpt(request.url.path)}; "
+            f"allowed: {allow}",
             status=405,
             error_type="invalid_request_error",
         )
@@ -732,11 +824,18 @@ def serve_in_thread(
         with serve_in_thread(MockServer()) as url:
             client = anthropic.Anthropic(base_url=url, api_key="test")
     """
+    options = uvicorn_options(Limits(), lambda: f"req_{secrets.token_hex(12)}")
     if isinstance(app, MockServer):
+        options = app.uvicorn_options()
         app = app.app
     sock = bind(host, port)
     config = uvicorn.Config(
-        app, log_level=log_level, log_config=None, lifespan="off", timeout_graceful_shutdown=5
+        app,
+        log_level=log_level,
+        log_config=None,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -25,6 +25,7 @@ from workstate._errors import InvalidInputError
 from workstate._profile import PROFILES
 from workstate._time import ManualClock, SystemClock, parse_time
 from workstate.server._app import MockServer, base_url, bind
+from workstate.server._limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
 from workstate.server._store import StateFileError
 
 __all__ = ["main"]
@@ -55,6 +56,21 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key",
         default=None,
         help="require this key (x-api-key or Authorization: Bearer); default: accept any",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="N",
+        help=f"refuse request bodies over N bytes with 413 [{DEFAULT_MAX_BODY_BYTES}]",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection whose request head, or body, stalls this long "
+        f"[{DEFAULT_READ_TIMEOUT:g}]",
     )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="[info]")
     parser.add_argument(
@@ -164,7 +180,9 @@ def serve(server: MockServer, sock: socket.socket, log_level: str) -> None:
     the handler that was there before; for a command, that stop is the normal end, so the
     handlers here turn it into a plain return (exit status 0, no traceback).
     """
-    config = uvicorn.Config(server.app, log_level=log_level, lifespan="off")
+    config = uvicorn.Config(
+        server.app, log_level=log_level, lifespan="off", **server.uvicorn_options()
+    )
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
     try:
@@ -207,8 +225,10 @@ def main(argv: Sequence[str]) -> int:
             state_sync=args.state_sync,
             retain_stopped=args.retain_stopped,
             retain_stopped_seconds=args.retain_stopped_seconds,
+            max_body_bytes=args.max_body_bytes,
+            read_timeout=args.read_timeout,
         )
-    except InvalidInputError as exc:
+    except InvalidInputError as exc:  # a key no request could carry, a limit out of range
         parser.error(f"--{exc.key.replace('_', '-')}: {exc.message}")
     except ValueError as exc:
         parser.error(str(exc))

@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl
 import attrs
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,6 +55,7 @@ from workstate._work import Work
 from workstate.server._faults import FaultRule, FaultSet, error_type_for
 from workstate.server._journal import OPERATIONS, Journal, JournalEntry, classify, decode_body
 from workstate.server._journal import outcome as _outcome
+from workstate.server._render import JSONResponse
 
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
@@ -239,7 +240,7 @@ class Harness:
         ]
 
     async def _faults(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # (Starlette adds HEAD to GET routes)
             return JSONResponse({"data": self.fault_rules()})
         if request.method == "DELETE":
             return JSONResponse({"deleted": self.clear_faults()})

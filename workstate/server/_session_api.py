@@ -44,12 +44,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
+from workstate.server._render import JSONResponse
 from workstate.server._sessions import (
     Session,
     SessionStatus,
@@ -222,7 +224,7 @@ class SessionHub:
 
     async def _events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        if request.method == "GET":
+        if request.method != "POST":  # GET, and the HEAD Starlette adds to it
             limit = _int_query(request, "limit")
             page = request.query_params.get("page")
             order = request.query_params.get("order")
@@ -239,6 +241,8 @@ class SessionHub:
         return JSONResponse({"data": [e.to_json() for e in recorded]})
 
     async def _stream(self, request: Request) -> Response:
+        if request.method == "HEAD":  # opening a stream attaches the worker: no read
+            raise HTTPException(405, headers={"Allow": "GET"})
         session_id = request.path_params["session_id"]
         with self._server.lock:
             session = self.session(session_id)

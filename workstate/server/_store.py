@@ -692,6 +692,14 @@ class StateKeeper:
         """
         self._watched[environment_id] = env
 
+    def discard(self, environment_id: str, *records: tuple[str, str]) -> None:
+        """Forget a new environment that a refused first write made, and its staged ``records``
+        (``(kind, key)`` pairs): nothing of it goes in the commit."""
+        self._touched.pop(environment_id, None)
+        self._watched.pop(environment_id, None)
+        for record in records:
+            self._puts.pop(record, None)
+
     def put(self, kind: str, key: str, value: Any) -> None:
         """Stage the JSON-able ``value`` under (``kind``, ``key``), committed with this call."""
         text = _dumps(value)  # now: a value that is not JSON fails in the caller, not the commit
