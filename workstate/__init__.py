@@ -14,7 +14,16 @@ from workstate._errors import (
     PreconditionFailedError,
     WorkstateError,
 )
+from workstate._history import (
+    History,
+    HistoryCall,
+    HistoryFormatError,
+    history_from_journal,
+    read_history,
+)
 from workstate._invariants import Violation, invariant_violations
+from workstate._linearize import HistoryProblem, HistoryReport, check_history
+from workstate._timeline import render_timeline
 from workstate._profile import ANTHROPIC, PROFILES, QODER, Precision, Profile
 from workstate._records import HeartbeatResult, WorkData
 from workstate._table import MOVES, LeaseEffect, Move, Operation, Rule, Stamp, State
@@ -55,6 +64,11 @@ __all__ = [
     "WORK_KEYS",
     "Environment",
     "HeartbeatResult",
+    "History",
+    "HistoryCall",
+    "HistoryFormatError",
+    "HistoryProblem",
+    "HistoryReport",
     "IllegalMoveError",
     "InvalidInputError",
     "LeaseEffect",
@@ -81,6 +95,7 @@ __all__ = [
     "WorkPage",
     "WorkstateError",
     "allowed_operations",
+    "check_history",
     "check_trace",
     "ensure_utc",
     "error_from_json",
@@ -88,10 +103,13 @@ __all__ = [
     "heartbeat_from_json",
     "heartbeat_record",
     "heartbeat_to_json",
+    "history_from_journal",
     "invariant_violations",
     "lease_state_from_json",
     "mermaid",
     "parse_time",
+    "read_history",
+    "render_timeline",
     "to_pendulum",
     "work_data_from_json",
     "work_from_json",
