@@ -29,6 +29,13 @@ item by item: the split can never turn a legal history illegal.  What crosses it
   that binds acks to the delivering worker, so under such a profile it is offered to every
   item that has a refused ack.
 
+**Reads.**  A call that leaves the model as it was (a ``get``, a list's observation, a
+refusal, an ``info`` call that did nothing) does not raise the time bound: server time is
+only followed through calls that change something.  That drops a constraint (so it is sound)
+and makes such a call commute with every other: when it can be placed, the search places it
+at once and never tries the alternatives to it, which keeps an item that hundreds of
+concurrent reads observe from exploding the search.
+
 **The search** is Wing and Gong's, as porcupine runs it: the calls' invocations and returns,
 sorted by time (an invocation before a return at the same instant, so touching calls count as
 concurrent), form a list; the search takes the first calls in turn, applies one to the model,
@@ -100,6 +107,12 @@ _STAMP_KEYS = (
 _INFO_PINS: Mapping[str, tuple[str, ...]] = {
     "ack": ("acknowledged_at",),
     "heartbeat": ("latest_heartbeat_at", "started_at"),
+    "stop": ("stop_requested_at", "stopped_at"),
+}
+_PIN_KEYS: Mapping[str, tuple[str, ...]] = {
+    "create": ("created_at",),
+    "ack": ("acknowledged_at",),
+    "heartbeat": ("last_heartbeat",),
     "stop": ("stop_requested_at", "stopped_at"),
 }
 _MISSING = object()
@@ -199,7 +212,7 @@ class _Sub:
 class _S:
     """One model state of one item: the record, what is known, and the server time's bound."""
 
-    __slots__ = ("_json", "band", "cursor", "key", "phase", "secret", "window", "work")
+    __slots__ = ("_hash", "band", "cursor", "key", "phase", "secret", "window", "work")
 
     def __init__(
         self,
@@ -209,6 +222,7 @@ class _S:
         secret: bool,
         cursor: _dt.datetime,
         band: _dt.datetime | _dt.timedelta | None = None,
+        wkey: tuple[Any, ...] = (),
     ) -> None:
         self.work = work
         self.phase = phase
@@ -219,46 +233,16 @@ class _S:
         # its earliest (None: it is exact): a time, or a TTL to add to the next call's time
         # (an unseen ack or heartbeat happened before that call).
         self.band = band
-        self._json: dict[bool, dict[str, Any]] = {}
-        if work is None:
-            self.key: tuple[Any, ...] = (phase, cursor)
-        else:
-            b = work.body
-            self.key = (
-                phase,
-                cursor,
-                window,
-                secret,
-                band,
-                work.state,
-                work.acknowledged_at,
-                work.started_at,
-                work.latest_heartbeat_at,
-                work.stop_requested_at,
-                work.stopped_at,
-                work.last_heartbeat,
-                work.ttl_seconds,
-                work.lease_expires_at,
-                work.delivered_at,
-                work.delivered_to,
-                tuple(sorted(b.metadata.items())),
-                b.secret,
-                b.created_at,
-                b.data,
-            )
+        # ``wkey`` stands for the record's fields (see _Model.mk); the cursor comes second, so
+        # that key[:1] + key[2:] is the state without its time bound.
+        self.key: tuple[Any, ...] = (phase, cursor, window, secret, band, wkey)
+        self._hash = hash(self.key)
 
     def __hash__(self) -> int:
-        return hash(self.key)
+        return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _S) and self.key == other.key
-
-    def render(self, include_secret: bool) -> dict[str, Any]:
-        cached = self._json.get(include_secret)
-        if cached is None:
-            assert self.work is not None
-            cached = self._json[include_secret] = self.work.to_json(include_secret=include_secret)
-        return cached
+        return isinstance(other, _S) and self._hash == other._hash and self.key == other.key
 
 
 def _parse_stamps(body: object, keys: Iterable[str]) -> list[_dt.datetime]:
@@ -308,12 +292,80 @@ def _describe_error(exc: WorkstateError) -> str:
 class _Model:
     """The model of one item as the search applies calls to it."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, subs: Sequence[_Sub] = ()) -> None:
         self.profile = profile
         self.approx = False  # set when a step was not exact (see the theory of operation)
         self.seconds = profile.lifecycle_precision is Precision.SECONDS
+        self.subs = subs
+        self._stops: list[_dt.datetime] | None = None
+        # Per record object (kept alive here, so an id is never reused): its fields as a
+        # tuple, and its JSON with and without the secret.
+        self._keys: dict[int, tuple[Work, tuple[Any, ...]]] = {}
+        self._json: dict[tuple[int, bool], tuple[Work, dict[str, Any]]] = {}
+
+    def mk(
+        self,
+        work: Work | None,
+        phase: int,
+        window: _dt.datetime | None,
+        secret: bool,
+        cursor: _dt.datetime,
+        band: _dt.datetime | _dt.timedelta | None = None,
+    ) -> _S:
+        """A state, its record's fields looked up once per record object."""
+        if work is None:
+            return _S(None, phase, window, secret, cursor, band)
+        entry = self._keys.get(id(work))
+        if entry is None:
+            b = work.body
+            wkey = (
+                work.state,
+                work.acknowledged_at,
+                work.started_at,
+                work.latest_heartbeat_at,
+                work.stop_requested_at,
+                work.stopped_at,
+                work.last_heartbeat,
+                work.ttl_seconds,
+                work.lease_expires_at,
+                work.delivered_at,
+                work.delivered_to,
+                tuple(sorted(b.metadata.items())),
+                b.secret,
+                b.created_at,
+                b.data,
+            )
+            entry = self._keys[id(work)] = (work, wkey)
+        return _S(work, phase, window, secret, cursor, band, entry[1])
+
+    def render(self, s: _S, include_secret: bool) -> dict[str, Any]:
+        """The JSON of the state's record (computed once per record object)."""
+        work = s.work
+        assert work is not None
+        entry = self._json.get((id(work), include_secret))
+        if entry is None:
+            entry = (work, work.to_json(include_secret=include_secret))
+            self._json[(id(work), include_secret)] = entry
+        return entry[1]
+
+    def stops_seen(self) -> list[_dt.datetime]:
+        """Every ``stopped_at`` some answer about the item shows."""
+        if self._stops is None:
+            values = {
+                v
+                for s in self.subs
+                if s.outcome == "ok"
+                for v in _parse_stamps(s.body, ("stopped_at",))
+            }
+            self._stops = sorted(values)
+        return self._stops
 
     def step(self, states: frozenset[_S], sub: _Sub) -> frozenset[_S]:
+        if len(states) == 1:
+            (only,) = states
+            found = self.successors(only, sub)
+            if len(found) <= 1:
+                return frozenset(found)
         best: dict[tuple[Any, ...], _S] = {}
         for s in states:
             for n in self.successors(s, sub):
@@ -351,6 +403,12 @@ class _Model:
         bounds: expired, and not yet (the deadline then known to be at least ``t``).
         """
         w, window, band = s.work, s.window, s.band
+        if (
+            band is None
+            and (window is None or window > t)
+            and (w is None or w.lease_expires_at is None or w.lease_expires_at >= t)
+        ):
+            return [s if t == s.cursor else self.mk(w, s.phase, window, s.secret, t)]
         if isinstance(band, _dt.timedelta):
             # The unseen call that set the lease came no later than this one: its deadline is
             # at most this call's time plus its TTL.
@@ -361,14 +419,19 @@ class _Model:
             if deadline is not None and deadline < t:
                 if band is not None and t <= band:
                     later = attrs.evolve(w, lease_expires_at=t)
-                    out.append(_S(later, s.phase, window, s.secret, t, band))
+                    out.append(self.mk(later, s.phase, window, s.secret, t, band))
                 if band is not None and w.state is State.STOPPING:
-                    self.approx = True  # a stopping item's expiry stamps an uncertain time
+                    # The expiry stamps stopped_at with a time only known to lie between the
+                    # deadline's bounds: the earliest, or a stopped_at that answers show.
+                    top = band if band < t else t
+                    for v in self.stops_seen():
+                        if deadline < v <= top:
+                            out.append(self.mk(w.expire(v), s.phase, None, s.secret, t))
                 w = w.expire(deadline + _MICRO)
                 window = band = None
             if window is not None and window <= t:
                 window = None
-        out.append(_S(w, s.phase, window, s.secret, t, band))
+        out.append(self.mk(w, s.phase, window, s.secret, t, band))
         return out
 
     def successors(self, s: _S, sub: _Sub) -> list[_S]:
@@ -376,8 +439,13 @@ class _Model:
         for t in self.times(s, sub):
             for s1 in self.advance(s, t):
                 n = self.apply(s1, sub, t)
-                if n is not None:
-                    out.append(n)
+                if n is None:
+                    continue
+                if n is s1 and n.key[2:] == s.key[2:] and n.phase == s.phase:
+                    # A call that changed nothing (a read, a refusal) does not raise the time
+                    # bound either: see "reads" in the theory of operation.
+                    n = s
+                out.append(n)
         return out
 
     def outcome(self, s: _S, sub: _Sub, t: _dt.datetime) -> tuple[_S | None, Any, Any]:
@@ -398,8 +466,8 @@ class _Model:
                 new = self._create(call, sub.body, t)
             except WorkstateError as exc:
                 return s, None, exc
-            n = _S(new, _KNOWN, None, True, t)
-            return n, n.render(False), None
+            n = self.mk(new, _KNOWN, None, True, t)
+            return n, self.render(n, False), None
         if s.phase == _ABSENT:
             return (
                 s,
@@ -420,10 +488,10 @@ class _Model:
                 reclaim = inputs.get("reclaim_older_than_ms")
                 if not isinstance(reclaim, int):
                     reclaim = self.profile.default_reclaim_older_than_ms
-                n = _S(new, _KNOWN, t + _dt.timedelta(milliseconds=reclaim), s.secret, t)
-                return n, n.render(True), None
+                n = self.mk(new, _KNOWN, t + _dt.timedelta(milliseconds=reclaim), s.secret, t)
+                return n, self.render(n, True), None
             if kind in ("get", "observe"):
-                return s, s.render(False), None
+                return s, self.render(s, False), None
             if kind == "ack":
                 new = w.ack(t, worker_id=inputs.get("worker_id"))
             elif kind == "heartbeat":
@@ -433,7 +501,7 @@ class _Model:
                     desired_ttl_seconds=inputs.get("desired_ttl_seconds"),
                 )
                 window = s.window if new.state is State.QUEUED else None
-                return _S(new, _KNOWN, window, s.secret, t), beat.to_json(), None
+                return self.mk(new, _KNOWN, window, s.secret, t), beat.to_json(), None
             elif kind == "stop":
                 new = w.stop(t, force=inputs.get("force", False))
             else:  # update
@@ -441,8 +509,8 @@ class _Model:
         except WorkstateError as exc:
             return s, None, exc
         window = s.window if new.state is State.QUEUED else None
-        n = s if new is w else _S(new, _KNOWN, window, s.secret, t)
-        return n, n.render(False), None
+        n = s if new is w else self.mk(new, _KNOWN, window, s.secret, t)
+        return n, self.render(n, False), None
 
     def apply(self, s: _S, sub: _Sub, t: _dt.datetime) -> _S | None:
         """The next state when the model can give the call's outcome at ``t``, else None."""
@@ -451,7 +519,7 @@ class _Model:
             return s  # an answer the model never gives (401, 413, ...): changed nothing
         if sub.outcome == "info" and sub.kind == "create":
             # Created unseen: the item exists from here on, its record not yet observed.
-            return _S(None, _UNKNOWN, None, False, t) if s.phase == _ABSENT else s
+            return self.mk(None, _UNKNOWN, None, False, t) if s.phase == _ABSENT else s
         n, answer, error = self.outcome(s, sub, t)
         if n is None:  # not observed yet: adopt a whole item when the answer carries one
             return self._adopt(s, sub, t)
@@ -472,7 +540,7 @@ class _Model:
             secret = sub.body.get("secret")
             assert n.work is not None
             work = attrs.evolve(n.work, body=attrs.evolve(n.work.body, secret=secret))
-            return _S(work, _KNOWN, n.window, True, t)
+            return self.mk(work, _KNOWN, n.window, True, t)
         if not _same(answer, sub.body):
             return None
         band = None
@@ -491,7 +559,7 @@ class _Model:
             band = s.band
         if band == n.band:
             return n
-        return _S(n.work, n.phase, n.window, n.secret, n.cursor, band)
+        return self.mk(n.work, n.phase, n.window, n.secret, n.cursor, band)
 
     def _adopt(self, s: _S, sub: _Sub, t: _dt.datetime) -> _S:
         body = sub.body if sub.outcome == "ok" else None
@@ -523,7 +591,7 @@ class _Model:
                 work, lease_expires_at=latest + _dt.timedelta(seconds=profile.min_ttl_seconds)
             )
             band = latest + _dt.timedelta(seconds=profile.max_ttl_seconds)
-        return _S(work, _KNOWN, window, secret, t, band)
+        return self.mk(work, _KNOWN, window, secret, t, band)
 
     def _create(self, call: HistoryCall, body: object, t: _dt.datetime) -> Work:
         inputs = call.input
@@ -606,6 +674,7 @@ def _search(
     budget: _Budget,
     *,
     track: bool = False,
+    memo: bool = True,
 ) -> _Result:
     """Wing–Gong search with memoisation over one item's calls (porcupine's algorithm)."""
     n = len(subs)
@@ -637,7 +706,7 @@ def _search(
     info = [s.outcome == "info" for s in subs]
     state = init
     placed = 0
-    stack: list[tuple[int, frozenset[_S]]] = []
+    stack: list[tuple[int, frozenset[_S], bool]] = []
     cache: set[tuple[int, frozenset[_S]]] = set()
     best: list[int] = []
     best_states = init
@@ -659,7 +728,7 @@ def _search(
 
     while True:
         if required == 0:
-            return _Result("ok", [owner[e] for e, _ in stack], state)
+            return _Result("ok", [owner[e] for e, _, _ in stack], state)
         if not budget.spend():
             return _Result("budget", best, best_states)
         if entry == -1:  # defensive: a required call's return is always still in the list
@@ -670,29 +739,36 @@ def _search(
             if new:
                 bits = placed | (1 << i)
                 key = (bits, new)
-                if key not in cache:
-                    cache.add(key)
-                    stack.append((entry, state))
+                forced = new == state
+                if forced or key not in cache:
+                    if memo and not forced:
+                        cache.add(key)
+                    stack.append((entry, state, forced))
                     state = new
                     placed = bits
                     lift(i)
                     if not info[i]:
                         required -= 1
                     if track and len(stack) > len(best):
-                        best = [owner[e] for e, _ in stack]
+                        best = [owner[e] for e, _, _ in stack]
                         best_states = state
                     entry = nxt[0]
                     continue
             entry = nxt[entry]
         else:
-            if not stack:
-                return _Result("illegal", best, best_states)
-            top, state = stack.pop()
-            i = owner[top]
-            placed &= ~(1 << i)
-            unlift(i)
-            if not info[i]:
-                required += 1
+            while True:
+                if not stack:
+                    return _Result("illegal", best, best_states)
+                top, state, forced = stack.pop()
+                i = owner[top]
+                placed &= ~(1 << i)
+                unlift(i)
+                if not info[i]:
+                    required += 1
+                if not forced:
+                    break
+                # A call that changed nothing could always go first: no other choice at this
+                # point can succeed where it failed, so back up past it.
             entry = nxt[top]
 
 
@@ -703,7 +779,10 @@ class _Item:
         self.work_id = work_id
         self.subs: list[_Sub] = []
         self.created = False  # an ok or info create names it: it starts absent
-        self.refused_ack = False
+        # Under a profile that binds acks to the delivering worker: the workers whose acks
+        # were accepted, and those refused with 409 (an unseen delivery may explain either).
+        self.acked_by: set[object] = set()
+        self.refused: set[object] = set()
 
 
 def _first_after(values: Sequence[_dt.datetime], lo: _dt.datetime | None) -> tuple[Any, ...]:
@@ -738,8 +817,10 @@ class _Checker:
     def add(self, item: _Item, call: HistoryCall, kind: str, body: Any, outcome: str) -> None:
         lo, hi = self.history.window(call)
         pins: list[_dt.datetime] = []
-        if outcome == "ok":
-            pins = _parse_stamps(body, (*_STAMP_KEYS, "last_heartbeat"))
+        if outcome == "ok" and kind in _PIN_KEYS:
+            # Only these calls write a time into their answer; any other call's time matters
+            # only through expiries and windows, which are candidates of their own.
+            pins = _parse_stamps(body, _PIN_KEYS[kind])
         item.subs.append(
             _Sub(call=call, kind=kind, body=body, outcome=outcome, lo=lo, hi=hi, pins=tuple(pins))
         )
@@ -809,17 +890,26 @@ class _Checker:
             else:
                 assert call.work_id is not None
                 item = self.item(call.environment_id, call.work_id)
-                if op == "ack" and outcome == "fail" and call.status == 409:
-                    item.refused_ack = True
+                if op == "ack" and outcome == "ok":
+                    item.acked_by.add(call.input.get("worker_id"))
+                elif op == "ack" and outcome == "fail" and call.status == 409:
+                    item.refused.add(call.input.get("worker_id"))
                 self.add(item, call, op, body, outcome)
         if self.profile.ack_binds_worker:
             for item in self.items.values():
-                if item.refused_ack:
-                    for call in self.info_polls:
-                        if call.environment_id == item.env:
-                            self.add(item, call, "deliver", None, "info")
+                for call in self.info_polls:
+                    if call.environment_id == item.env and self.may_matter(item, call):
+                        self.add(item, call, "deliver", None, "info")
         elif self.info_polls:
             self.not_checked["info poll"] = len(self.info_polls)
+
+    def may_matter(self, item: _Item, poll: HistoryCall) -> bool:
+        """Whether an unanswered poll's possible delivery of ``item`` could explain an ack:
+        one accepted from its worker (or after an anonymous poll), or one refused from another
+        worker."""
+        worker = poll.input.get("worker_id")
+        accepted = worker is None and any(w is not None for w in item.acked_by)
+        return accepted or worker in item.acked_by or bool(item.refused - {worker, None})
 
     def unexplained(self, call: HistoryCall, why: str) -> HistoryProblem:
         return HistoryProblem(
@@ -919,7 +1009,7 @@ class _Checker:
 
     def check_item(self, item: _Item) -> HistoryProblem | None:
         subs = self.prepare(item)
-        model = _Model(self.profile)
+        model = _Model(self.profile, subs)
         result = _search(model, subs, self.initial(item), self.budget)
         if result.verdict == "ok":
             return None
@@ -934,7 +1024,7 @@ class _Checker:
                 explanation="the search ran out of its budget before it could decide",
             )
         # Illegal, if the search was exact.  Find the longest order and the smallest set.
-        track = _Model(self.profile)
+        track = _Model(self.profile, subs)
         tracked = _search(
             track, subs, self.initial(item), _Budget(self.budget.steps, None, None), track=True
         )
@@ -1035,7 +1125,7 @@ class _Checker:
             trial = list(current)
             trial[i] = attrs.evolve(trial[i], outcome="info", body=None, pins=())
             trial = self.prepare_list(trial)
-            model = _Model(self.profile)
+            model = _Model(self.profile, trial)
             budget = _Budget(min(self.budget.steps, 200_000), None, None)
             result = _search(model, trial, self.initial(item), budget)
             if result.verdict == "illegal" and not model.approx:
