@@ -62,7 +62,19 @@ def legal_history(calls: int, items: int, clients: int, seed: int = 1) -> Histor
         if created < items and (not live or rnd.random() < items / calls * 1.2):
             op = "create"
         else:
-            op = rnd.choice(("poll", "ack", "heartbeat", "heartbeat", "heartbeat", "get", "list", "update", "stop"))
+            op = rnd.choice(
+                (
+                    "poll",
+                    "ack",
+                    "heartbeat",
+                    "heartbeat",
+                    "heartbeat",
+                    "get",
+                    "list",
+                    "update",
+                    "stop",
+                )
+            )
             if op not in ("poll", "list"):
                 if not live:
                     op = "list"
@@ -165,7 +177,9 @@ def naive(history: History, steps: int) -> str:
         def step(self, states: Any, sub: Any) -> Any:
             return joint.step(states, sub.pair)
 
-    result = _search(_Adapter(), [_Wrapped(p) for p in subs], init, _Budget(steps, None, None), memo=False)  # type: ignore[arg-type]
+    result = _search(
+        _Adapter(), [_Wrapped(p) for p in subs], init, _Budget(steps, None, None), memo=False
+    )  # type: ignore[arg-type]
     return result.verdict
 
 
@@ -219,8 +233,11 @@ def main(argv: Sequence[str]) -> int:
         h = legal_history(n, 1000, clients)
         t = timed(h)
         rows.append((str(clients), f"{t:.2f} s", f"{t / n * 1e6:.1f}", naive_timed(h, naive_limit)))
-    table(f"time against clients in flight ({n:,} calls, 1,000 items)",
-          ("clients", "checker", "µs/call", "naive"), rows)
+    table(
+        f"time against clients in flight ({n:,} calls, 1,000 items)",
+        ("clients", "checker", "µs/call", "naive"),
+        rows,
+    )
 
     rows = []
     per_call = []
@@ -230,8 +247,11 @@ def main(argv: Sequence[str]) -> int:
         t = timed(h)
         per_call.append(t / n)
         rows.append((f"{items:,}", f"{n:,}", f"{t:.2f} s", f"{t / n * 1e6:.1f}"))
-    table("time against items (100 calls per item, 32 clients)",
-          ("items", "calls", "checker", "µs/call"), rows)
+    table(
+        "time against items (100 calls per item, 32 clients)",
+        ("items", "calls", "checker", "µs/call"),
+        rows,
+    )
     print(f"\nµs per call, largest / smallest item count: {per_call[-1] / per_call[0]:.2f}×")
     return 0
 

@@ -23,7 +23,6 @@ from workstate._history import (
 )
 from workstate._invariants import Violation, invariant_violations
 from workstate._linearize import HistoryProblem, HistoryReport, check_history
-from workstate._timeline import render_timeline
 from workstate._profile import ANTHROPIC, PROFILES, QODER, Precision, Profile
 from workstate._records import HeartbeatResult, WorkData
 from workstate._table import MOVES, LeaseEffect, Move, Operation, Rule, Stamp, State
@@ -35,6 +34,7 @@ from workstate._time import (
     parse_time,
     to_pendulum,
 )
+from workstate._timeline import render_timeline
 from workstate._trace import (
     TraceChecker,
     TraceReport,

@@ -51,7 +51,6 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl
 
 import attrs
 
@@ -249,21 +248,21 @@ def outcome_for_status(status: int | None) -> str:
 def call_from_http(
     method: str,
     path: str,
-    query: Mapping[str, str] | str,
+    query: Mapping[str, str],
     headers: Mapping[str, str],
     body: object,
 ) -> tuple[str, str, str | None, dict[str, Any]] | None:
     """Classify a request: ``(op, environment_id, work_id, input)``, or None when it is not a
     call of the work API (a mock control, a session route, an unknown path).
 
-    ``query`` is a mapping or the raw query string; ``headers`` keys are matched without
-    regard to case; ``body`` is the parsed JSON (or None).
+    ``query`` maps parameter names to their (last) values; ``headers`` keys are matched
+    without regard to case; ``body`` is the parsed JSON (or None).
 
     >>> call_from_http("POST", "/v1/environments/env_1/work/work_9/heartbeat",
-    ...                "desired_ttl_seconds=60", {}, None)
+    ...                {"desired_ttl_seconds": "60"}, {}, None)
     ('heartbeat', 'env_1', 'work_9', {'desired_ttl_seconds': 60})
     """
-    params = dict(parse_qsl(query, keep_blank_values=True)) if isinstance(query, str) else query
+    params = query
     method = method.upper()
     obj = body if isinstance(body, Mapping) else {}
     match = _CREATE_PATH.fullmatch(path)

@@ -29,8 +29,8 @@ item by item: the split can never turn a legal history illegal.  What crosses it
   that binds acks to the delivering worker, so under such a profile it is offered to every
   item that has a refused ack.
 
-**Reads.**  A call that leaves the model as it was (a ``get``, a list's observation, a
-refusal, an ``info`` call that did nothing) does not raise the time bound: server time is
+**Reads.**  A call that never changes the model (a ``get``, a list's observation, a
+refusal) does not raise the time bound: server time is
 only followed through calls that change something.  That drops a constraint (so it is sound)
 and makes such a call commute with every other: when it can be placed, the search places it
 at once and never tries the alternatives to it, which keeps an item that hundreds of
@@ -207,6 +207,11 @@ class _Sub:
     lo: _dt.datetime | None
     hi: _dt.datetime | None
     pins: tuple[_dt.datetime, ...]
+
+    @property
+    def pure(self) -> bool:
+        """Whether the call changes nothing wherever it is placed: a read or a refusal."""
+        return self.kind in ("get", "observe") or self.outcome == "fail"
 
 
 class _S:
@@ -441,9 +446,9 @@ class _Model:
                 n = self.apply(s1, sub, t)
                 if n is None:
                     continue
-                if n is s1 and n.key[2:] == s.key[2:] and n.phase == s.phase:
-                    # A call that changed nothing (a read, a refusal) does not raise the time
-                    # bound either: see "reads" in the theory of operation.
+                if sub.pure and n is s1 and n.key[2:] == s.key[2:] and n.phase == s.phase:
+                    # A read or a refusal that found the item as it was does not raise the
+                    # time bound either: see "reads" in the theory of operation.
                     n = s
                 out.append(n)
         return out
@@ -739,7 +744,7 @@ def _search(
             if new:
                 bits = placed | (1 << i)
                 key = (bits, new)
-                forced = new == state
+                forced = subs[i].pure and new == state
                 if forced or key not in cache:
                     if memo and not forced:
                         cache.add(key)

@@ -38,6 +38,7 @@ except ImportError as exc:
 
 from hypothesis import strategies as _st
 
+from workstate.testing._recorder import HistoryRecorder
 from workstate._trace import (
     TraceChecker,
     TraceReport,
@@ -45,7 +46,6 @@ from workstate._trace import (
     check_trace,
     heartbeat_record,
 )
-from workstate._recorder import HistoryRecorder
 from workstate._work import Work as _Work
 from workstate.testing._histories import (
     ProgramStep,

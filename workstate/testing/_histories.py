@@ -39,7 +39,7 @@ from workstate._environment import Environment
 from workstate._errors import WorkstateError
 from workstate._history import History, HistoryCall, outcome_for_status
 from workstate._profile import PROFILES, Profile
-from workstate._recorder import HistoryRecorder
+from workstate.testing._recorder import HistoryRecorder
 from workstate._time import UTC
 from workstate._work import NO_HEARTBEAT
 
@@ -339,7 +339,7 @@ def _send(
     op, v = step.op, step.variant
     with lock:
         work_id = ids[step.item % len(ids)] if ids else None
-    if op == "create" or work_id is None and op not in ("poll", "list", "stats"):
+    if op == "create" or (work_id is None and op not in ("poll", "list", "stats")):
         answer = http.post(f"/mock/environments/{env}/work", json={})
         if answer.status_code == 200:
             with lock:

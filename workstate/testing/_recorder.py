@@ -173,7 +173,7 @@ def _classify(request: httpx2.Request) -> tuple[str, str, str | None, dict[str, 
     return call_from_http(
         request.method,
         request.url.path,
-        request.url.query.decode("ascii", "replace"),
+        dict(request.url.params),
         dict(request.headers),
         body,
     )
