@@ -204,7 +204,8 @@ def test_outcomes_by_status() -> None:
 @pytest.mark.parametrize(
     ("method", "path", "query", "body", "expected"),
     [
-        ("GET", "/v1/environments/env_1/work/poll", {"block_ms": "5", "reclaim_older_than_ms": "x"}, None,
+        ("GET", "/v1/environments/env_1/work/poll",
+         {"block_ms": "5", "reclaim_older_than_ms": "x"}, None,
          ("poll", "env_1", None, {"block_ms": 5, "reclaim_older_than_ms": "x"})),
         ("GET", "/v1/environments/env_1/work/stats", "", None, ("stats", "env_1", None, {})),
         ("GET", "/v1/environments/env_1/work", {"limit": "3", "page": "abc"}, None,

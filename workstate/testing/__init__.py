@@ -38,7 +38,6 @@ except ImportError as exc:
 
 from hypothesis import strategies as _st
 
-from workstate.testing._recorder import HistoryRecorder
 from workstate._trace import (
     TraceChecker,
     TraceReport,
@@ -55,6 +54,7 @@ from workstate.testing._histories import (
     run_programs,
 )
 from workstate.testing._machine import CoreAdapter, Reply, WorkAdapter, WorkOracle
+from workstate.testing._recorder import HistoryRecorder
 from workstate.testing._strategies import (
     BAD_WIRE_KINDS,
     BadInput,

@@ -39,9 +39,9 @@ from workstate._environment import Environment
 from workstate._errors import WorkstateError
 from workstate._history import History, HistoryCall, outcome_for_status
 from workstate._profile import PROFILES, Profile
-from workstate.testing._recorder import HistoryRecorder
 from workstate._time import UTC
 from workstate._work import NO_HEARTBEAT
+from workstate.testing._recorder import HistoryRecorder
 
 __all__ = ["answer_mutations", "client_programs", "model_histories", "run_programs"]
 
