@@ -30,11 +30,11 @@ item by item: the split can never turn a legal history illegal.  What crosses it
   item that has a refused ack.
 
 **Reads.**  A call that never changes the model (a ``get``, a list's observation, a
-refusal) does not raise the time bound: server time is
-only followed through calls that change something.  That drops a constraint (so it is sound)
-and makes such a call commute with every other: when it can be placed, the search places it
-at once and never tries the alternatives to it, which keeps an item that hundreds of
-concurrent reads observe from exploding the search.
+refusal, a heartbeat answered ``lease_extended: false``) does not raise the time bound: server
+time is only followed through calls that change something.  That drops a constraint (so it
+is sound) and makes such a call commute with every other: when it can be placed, the search
+places it at once and never tries the alternatives to it, which keeps an item that hundreds
+of concurrent reads observe from exploding the search.
 
 **The search** is Wing and Gong's, as porcupine runs it: the calls' invocations and returns,
 sorted by time (an invocation before a return at the same instant, so touching calls count as
@@ -42,7 +42,8 @@ concurrent), form a list; the search takes the first calls in turn, applies one 
 lifts it out of the list and starts again; when it meets a return whose call is still in the
 list, that call could not be placed, and it backtracks.  A cache of (set of calls placed,
 model state) pairs already explored (Lowe's memoisation) keeps it from exploring the same
-situation twice.  The state is a *set* of model states (the model's choices are not all
+situation twice, or one that differs only by a later time bound (an earlier bound allows
+everything a later one does).  The state is a *set* of model states (the model's choices are not all
 determined by the answers), and a call is placeable when it leaves at least one.
 
 **Server-chosen values.**  Each model state carries a lower bound on the server's time (time
@@ -210,8 +211,17 @@ class _Sub:
 
     @property
     def pure(self) -> bool:
-        """Whether the call changes nothing wherever it is placed: a read or a refusal."""
-        return self.kind in ("get", "observe") or self.outcome == "fail"
+        """Whether the call changes nothing wherever it is placed: a read, a refusal, or a
+        heartbeat whose answer says it extended nothing (the model's no-change rows)."""
+        if self.kind in ("get", "observe") or self.outcome == "fail":
+            return True
+        body = self.body
+        return (
+            self.kind == "heartbeat"
+            and self.outcome == "ok"
+            and isinstance(body, Mapping)
+            and body.get("lease_extended") is False
+        )
 
 
 class _S:
@@ -671,6 +681,18 @@ class _Result:
         self.best_states = best_states
 
 
+def _dominated(
+    bounds: dict[tuple[int, tuple[Any, ...]], _dt.datetime], bits: int, new: frozenset[_S]
+) -> bool:
+    """Whether the same calls were already placed reaching the same state with an earlier
+    time bound (which allows at least as much: see the theory of operation)."""
+    if len(new) != 1:
+        return False
+    (only,) = new
+    seen = bounds.get((bits, only.key[:1] + only.key[2:]))
+    return seen is not None and seen <= only.cursor
+
+
 def _search(
     model: _Model,
     subs: Sequence[_Sub],
@@ -712,6 +734,7 @@ def _search(
     placed = 0
     stack: list[tuple[int, frozenset[_S], bool]] = []
     cache: set[tuple[int, frozenset[_S]]] = set()
+    bounds: dict[tuple[int, tuple[Any, ...]], _dt.datetime] = {}
     best: list[int] = []
     best_states = init
     entry = nxt[0]
@@ -744,9 +767,12 @@ def _search(
                 bits = placed | (1 << i)
                 key = (bits, new)
                 forced = subs[i].pure and new == state
-                if forced or key not in cache:
+                if forced or (key not in cache and not _dominated(bounds, bits, new)):
                     if memo and not forced:
                         cache.add(key)
+                        if len(new) == 1:
+                            (only,) = new
+                            bounds[(bits, only.key[:1] + only.key[2:])] = only.cursor
                     stack.append((entry, state, forced))
                     state = new
                     placed = bits
