@@ -14,7 +14,7 @@ import random
 
 from hypothesis import given, settings
 
-from workstate import History, check_history
+from workstate import History, check_history, history_from_journal
 from workstate.server import MockServer, serve_in_thread
 from workstate.testing import (
     HistoryRecorder,
@@ -71,3 +71,15 @@ def test_each_mutated_answer_is_illegal(history: History) -> None:
         report = check_history(mutated)
         assert report.verdict == "illegal", f"{what} on #{ident}:\n{report.format()}"
         assert ident in report.illegal_calls, f"{what} on #{ident}:\n{report.format()}"
+
+
+def test_the_mocks_own_journal_of_a_concurrent_run_is_linearizable() -> None:
+    server = MockServer()
+    programs = [[ProgramStep(op, i % 4, i % 5) for i, op in enumerate(_OPS * 3)] for _ in range(4)]
+    with serve_in_thread(server) as url:
+        run_programs(programs, url, HistoryRecorder())
+    entries = [e.to_json() for e in server.harness.journal.entries()]
+    history = history_from_journal(entries)
+    assert len(history.calls) > 50
+    assert history.clock == "monotonic"
+    assert check_history(history).verdict == "ok"
