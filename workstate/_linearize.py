@@ -753,6 +753,13 @@ def _search(
             if q != -1:
                 prv[q] = node
 
+    # After every placement the search first places every call in the frontier (invoked
+    # before the first outstanding return) that leaves the state as it is, before it tries
+    # any that changes it.  Such a call could always go first (see the backtracking below),
+    # so placing them all first loses nothing; without it, a change would be tried once
+    # before each of the reads that follow it in the list, and a few concurrent changes
+    # among many reads would be tried in every interleaving with them.
+    closing = True
     while True:
         if required == 0:
             return _Result("ok", [owner[e] for e, _, _ in stack], state)
@@ -760,6 +767,26 @@ def _search(
             return _Result("budget", best, best_states)
         if entry == -1:  # defensive: a required call's return is always still in the list
             return _Result("illegal", best, best_states)  # pragma: no cover
+        if closing:
+            if not is_call[entry]:
+                closing = False
+                entry = nxt[0]
+                continue
+            i = owner[entry]
+            if subs[i].pure and model.step(state, subs[i]) == state:
+                stack.append((entry, state, True))
+                placed |= 1 << i
+                following = nxt[entry]
+                lift(i)
+                if not info[i]:
+                    required -= 1
+                if track and len(stack) > len(best):
+                    best = [owner[e] for e, _, _ in stack]
+                    best_states = state
+                entry = following
+            else:
+                entry = nxt[entry]
+            continue
         if is_call[entry]:
             i = owner[entry]
             new = model.step(state, subs[i])
@@ -783,6 +810,7 @@ def _search(
                         best = [owner[e] for e, _, _ in stack]
                         best_states = state
                     entry = nxt[0]
+                    closing = not forced
                     continue
             entry = nxt[entry]
         else:
