@@ -703,3 +703,35 @@ def test_the_timeline_shows_lanes_bars_and_the_illegal_calls() -> None:
     assert "fill-opacity" in page  # the info call fades
     assert "<script" not in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def _reads_among_changes() -> History:
+    """Four concurrent metadata updates (a, b, a, b) invoked among 60 concurrent reads of the
+    five states they make, all answered at the same instant."""
+    calls = [created()]
+    states = [{}, *({"k": v} for v in "abab")]
+    for n in range(60):
+        calls.append(call(len(calls), "get", 2 + n / 100, 3, work(metadata=states[n % 5])))
+        if n % 15 == 7:
+            meta = states[n // 15 + 1]
+            calls.append(
+                call(len(calls), "update", 2 + n / 100, 3, work(metadata=meta), metadata=meta)
+            )
+    return history(*calls)
+
+
+def test_reads_among_concurrent_changes_take_few_steps() -> None:
+    # Every read that finds the item as it is goes before any change is tried: the four
+    # updates are not tried in every interleaving with the 48 reads.
+    report = check_history(_reads_among_changes(), max_steps=5_000)
+    assert report.verdict == "ok"
+    assert report.steps < 5_000
+
+
+def test_a_read_that_no_order_of_the_changes_explains_is_still_illegal() -> None:
+    h = _reads_among_changes()
+    calls = list(h.calls)
+    calls.append(call(len(calls), "get", 2, 3, work(metadata={"k": "c"})))
+    report = check_history(history(*calls))
+    assert report.verdict == "illegal"
+    assert report.illegal_calls == (0, len(calls) - 1)  # the create, and the read
