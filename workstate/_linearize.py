@@ -32,9 +32,13 @@ item by item: the split can never turn a legal history illegal.  What crosses it
 **Reads.**  A call that never changes the model (a ``get``, a list's observation, a
 refusal, a heartbeat answered ``lease_extended: false``) does not raise the time bound: server
 time is only followed through calls that change something.  That drops a constraint (so it
-is sound) and makes such a call commute with every other: when it can be placed, the search
-places it at once and never tries the alternatives to it, which keeps an item that hundreds
-of concurrent reads observe from exploding the search.
+is sound) and makes such a call commute with every other: when it can be placed leaving the
+state as it was, placing it first loses nothing.  So after every call it places, the search
+first places every such read that can go next, and only then tries the calls that change
+something; it never tries the alternatives to such a read.  The reads of one item between two
+changes are thus one step of the search, not an ordering to explore: without this, a change
+would be tried once before each read that follows it, and a few concurrent changes among
+hundreds of reads (an item that every list shows) in every interleaving with them.
 
 **The search** is Wing and Gong's, as porcupine runs it: the calls' invocations and returns,
 sorted by time (an invocation before a return at the same instant, so touching calls count as
