@@ -100,6 +100,7 @@ from workstate.server._limits import (
     RequestLimits,
     uvicorn_options,
 )
+from workstate.server._query import int_query
 from workstate.server._render import JSONResponse
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
@@ -110,7 +111,6 @@ __all__ = ["MockServer", "serve_in_thread"]
 _log = logging.getLogger("workstate.server")
 
 _ENVIRONMENT_ID = re.compile(r"env_[A-Za-z0-9_-]{1,128}", re.ASCII)
-_INTEGER = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)  # the core checks the ranges
 # Path segments under .../work that are routes of their own; POST to them is a wrong method,
 # not a metadata update of an item called "poll".
 _RESERVED_WORK_IDS = {"poll": "GET", "stats": "GET"}
@@ -120,21 +120,6 @@ Clock = SystemClock | ManualClock
 
 
 # ------------------------------------------------------------------------------ parsing
-def _int_query(request: Request, name: str) -> int | None:
-    """The query parameter ``name`` as an int, None when absent; 400 naming it otherwise."""
-    text = request.query_params.get(name)
-    if text is None:
-        return None
-    if _INTEGER.fullmatch(text) is None:
-        raise InvalidInputError(
-            f"query parameter {name} must be an integer, got {excerpt(text)}",
-            key=name,
-            expected="an integer",
-            got=text,
-        )
-    return int(text)
-
-
 async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
     """The request's JSON object (``{}`` for an empty body), with only ``allowed`` keys."""
     raw = await request.body()
@@ -526,8 +511,8 @@ class MockServer:
         if request.method == "HEAD":  # Starlette adds HEAD to GET routes; a poll is no read
             raise HTTPException(405, headers={"Allow": "GET"})
         environment_id = request.path_params["environment_id"]
-        block_ms = _int_query(request, "block_ms")
-        reclaim = _int_query(request, "reclaim_older_than_ms")
+        block_ms = int_query(request, "block_ms")
+        reclaim = int_query(request, "reclaim_older_than_ms")
         worker_id = request.headers.get("anthropic-worker-id") or None
         base = str(request.base_url).rstrip("/")
         watch = ClientWatch(request)  # a client that leaves mid-wait must not claim an item
@@ -588,7 +573,7 @@ class MockServer:
 
     async def _heartbeat(self, request: Request) -> Response:
         environment_id, work_id = _ids(request)
-        ttl = _int_query(request, "desired_ttl_seconds")
+        ttl = int_query(request, "desired_ttl_seconds")
         token = request.query_params.get("expected_last_heartbeat")
         with self.lock:
             env, now = self._touch(environment_id, create=False)
@@ -632,7 +617,7 @@ class MockServer:
 
     async def _list(self, request: Request) -> Response:
         environment_id = request.path_params["environment_id"]
-        limit = _int_query(request, "limit")
+        limit = int_query(request, "limit")
         page = request.query_params.get("page")
         with self.lock:
             env, now = self._touch(environment_id, create=False)

@@ -51,6 +51,7 @@ from starlette.routing import Route
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
+from workstate.server._query import int_query
 from workstate.server._render import JSONResponse
 from workstate.server._sessions import (
     Session,
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
 __all__ = ["SessionHub"]
 
 _PING_SECONDS = 10.0  # a quiet stream sends a ping this often, so proxies keep it open
-_INTEGER = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
 _ITEM_PATH = re.compile(r"/v1/environments/([^/]+)/work/([^/]+)(?:/[^/]*)?", re.ASCII)
 _SESSION_PATH = re.compile(r"/v1/sessions/([^/]+)(?:/.*)?", re.ASCII)
 
@@ -82,20 +82,6 @@ class _Grant:
     environment_id: str
     work_id: str
     session_id: str
-
-
-def _int_query(request: Request, name: str) -> int | None:
-    text = request.query_params.get(name)
-    if text is None:
-        return None
-    if _INTEGER.fullmatch(text) is None:
-        raise InvalidInputError(
-            f"query parameter {name} must be an integer, got {text!r}",
-            key=name,
-            expected="an integer",
-            got=text,
-        )
-    return int(text)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -225,7 +211,7 @@ class SessionHub:
     async def _events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         if request.method != "POST":  # GET, and the HEAD Starlette adds to it
-            limit = _int_query(request, "limit")
+            limit = int_query(request, "limit")
             page = request.query_params.get("page")
             order = request.query_params.get("order")
             listing = self._locked(
