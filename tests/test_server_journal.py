@@ -215,7 +215,21 @@ def test_trace_records_follow_the_order_the_core_applied_the_calls() -> None:
             "withheld": {"status": 200, "response": beat},
             "work_id": "work_1",
         },
-        {"seq": 5, "core_seq": 4, "status": 200, "response": {"data": [QUEUED, 5]}},
+        {
+            "seq": 5,
+            "core_seq": 4,
+            "status": 200,
+            "operation": "list",
+            "response": {"data": [QUEUED, 5]},
+        },
+        # A session's events page has a data list too; it shows no item.
+        {
+            "seq": 9,
+            "core_seq": 8,
+            "status": 200,
+            "operation": "session_events",
+            "response": {"data": [{"type": "agent.tool_use"}]},
+        },
         {"seq": 6, "core_seq": 5, "status": 200, "response": {"depth": 0}},
         {"seq": 7, "core_seq": 6, "status": 200, "response": beat},  # no work id
         {"seq": 8, "core_seq": 7, "status": 200, "response": None},

@@ -211,7 +211,8 @@ def journal_trace_records(entries: Iterable[Mapping[str, Any]]) -> list[dict[str
             out.append(dict(answer))
         elif kind == "work_heartbeat" and isinstance(entry.get("work_id"), str):
             out.append(heartbeat_record(entry["work_id"], answer))
-        elif isinstance(answer.get("data"), list):
+        elif entry.get("operation") == "list" and isinstance(answer.get("data"), list):
+            # Only the work listing: a session's events page has a ``data`` list too.
             out.extend(dict(w) for w in answer["data"] if isinstance(w, Mapping))
     return out
 
