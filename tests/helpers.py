@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from workstate import ANTHROPIC, NO_HEARTBEAT, Profile, State, Work
+import attrs
+
+from workstate import ANTHROPIC, NO_HEARTBEAT, AckLease, Profile, State, Work
 
 T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
+
+
+ACK_LEASE = attrs.evolve(ANTHROPIC, name="anthropic-ack-lease", ack_lease=AckLease.DEFAULT_TTL)
+"""``anthropic`` but with an ack that starts a lease of the default TTL (what ``anthropic`` did
+before the ack lease became a knob), for the tests about an acked item's expiry."""
 
 
 def at(seconds: float) -> dt.datetime:

@@ -15,7 +15,17 @@ from workstate._errors import (
     WorkstateError,
 )
 from workstate._invariants import Violation, invariant_violations
-from workstate._profile import ANTHROPIC, PROFILES, QODER, Precision, Profile
+from workstate._profile import (
+    ANTHROPIC,
+    PROFILES,
+    QODER,
+    AckLease,
+    Precision,
+    Profile,
+    StopResponse,
+    load_profile,
+    profile_from_mapping,
+)
 from workstate._records import HeartbeatResult, WorkData
 from workstate._table import MOVES, LeaseEffect, Move, Operation, Rule, Stamp, State
 from workstate._time import (
@@ -53,6 +63,7 @@ __all__ = [
     "PROFILES",
     "QODER",
     "WORK_KEYS",
+    "AckLease",
     "Environment",
     "HeartbeatResult",
     "IllegalMoveError",
@@ -70,6 +81,7 @@ __all__ = [
     "Rule",
     "Stamp",
     "State",
+    "StopResponse",
     "SystemClock",
     "TraceChecker",
     "TraceReport",
@@ -90,8 +102,10 @@ __all__ = [
     "heartbeat_to_json",
     "invariant_violations",
     "lease_state_from_json",
+    "load_profile",
     "mermaid",
     "parse_time",
+    "profile_from_mapping",
     "to_pendulum",
     "work_data_from_json",
     "work_from_json",

@@ -16,11 +16,21 @@ not at the time somebody happened to look, so the records never depend on how of
 which call, the environment was consulted: an ``expire_due`` sweep every second and a lone
 ``get`` an hour later produce the same history.
 
+Redelivery.  A poll hands out the oldest ``queued`` item (by creation) among those it may
+take: every item nobody was handed yet (or that came back from an expired lease), and every
+item an earlier poll handed out and nobody acked, once that delivery is at least the
+*reclaiming* poll's ``reclaim_older_than_ms`` old (boundary inclusive; spec §3).  So a
+reclaimed item competes with the never-delivered ones by creation time alone: an old item
+whose worker vanished goes out before younger fresh ones, and a young one waits behind an
+older backlog.  The window is the reclaiming poll's, not the delivering poll's, so
+``poll(); advance 2 s; poll(reclaim_older_than_ms=2000)`` takes the item over.
+
 Each item is in exactly one of four classes, and two counters follow the first two:
 
-* *ready* — ``queued`` and deliverable now (``depth``);
-* *pending* — ``queued``, delivered by a poll and still inside that poll's redelivery window
-  (``pending``);
+* *ready* — ``queued`` and deliverable to a poll with the default window: never handed out,
+  or handed out at least ``default_reclaim_older_than_ms`` ago (``depth``);
+* *pending* — ``queued``, handed out by a poll less than the default window ago (``pending``;
+  a poll with a shorter window may still take it over);
 * *leased* — ``starting``, ``active`` or ``stopping``;
 * *stopped*.
 
@@ -29,23 +39,41 @@ top, and skipped when it no longer describes the item):
 
 * ``_order``: the items by creation, append-only; the creation sequence number is the index,
   so a list cursor is a sequence number and a page is a slice.
-* ``_ready``: a heap of sequence numbers of ready items, so a poll hands out the oldest by
-  creation even when an item comes back from an expired lease long after younger items were
-  queued.  An item has at most one entry (a flag on its slot says so), and an entry whose item
-  left and came back is valid again, at the same place, because the key never changes.
-* ``_queued``: the same for every ``queued`` item (ready or pending): its top gives
+* ``_fresh``: a heap of sequence numbers of the ``queued`` items nobody holds a delivery of,
+  so a poll hands out the oldest by creation even when an item comes back from an expired
+  lease long after younger items were queued.  An item has at most one entry (a flag on its
+  slot says so), and an entry whose item left and came back is valid again, at the same place,
+  because the key never changes.
+* ``_queued``: the same for every ``queued`` item (delivered or not): its top gives
   ``oldest_queued_at`` (sequence order is ``created_at`` order, since time never goes back).
-* ``_windows``: a heap of (window end, sequence) for pending items; when a window ends the item
-  becomes ready.  The window is the one chosen by the poll that delivered the item (spec §3;
-  boundary inclusive: delivered at *t* with window *w*, deliverable again at *t + w*).
+* ``_log``: every delivery as (delivered at, default window end, sequence, delivery number),
+  in delivery order, which is time order, since time never goes back.  Each delivery of an
+  item gets a new number on its slot, so an entry is live while the item is still ``queued``
+  with that number.  Three positions walk it forward: the first entry that may be live
+  (stale entries before it are dropped), the first whose default window has not ended (the
+  ``pending`` counter moves to ``depth`` as it passes), and the first not yet *migrated*.
+* ``_due``: a heap by creation of the deliveries migrated out of ``_log``: every delivery made
+  at or before the *mark*, the latest ``now - reclaim_older_than_ms`` any poll has asked
+  about.  A poll whose own bound is at or past the mark first migrates up to it, and then
+  the top of ``_due`` is the oldest-created delivery it may reclaim.  A poll with a longer
+  window than the mark's (a bound before it) sets aside the top entries delivered after its
+  bound and pushes them back afterwards.
 * ``_leases``: a heap of (deadline, sequence); every ack and heartbeat pushes the new deadline
   and the old entry goes stale.
 * ``_polls``/``_pollers``: the named workers' latest polls, trimmed to the last 30 s.
 
 Every call therefore costs O(log n) amortised (each heap entry is pushed by one earlier call
-and popped at most once; the two heaps that collect stale entries are rebuilt when more than
+and popped at most once; the structures that collect stale entries are rebuilt when more than
 half of them are stale), and ``expire_due`` O(k log n) for k expired items.  Nothing scans all
-items.  ``benchmarks/environment.py`` measures it.
+items.  The one exception is a mix of windows: a poll with a longer window than an earlier
+poll's also pays O(log n) for each unacknowledged delivery made between the two bounds that
+is older by creation than its answer (polls that agree on a window never pay it).
+``benchmarks/environment.py`` measures it.
+
+Fresh ids.  Under a profile with ``fresh_id_on_redelivery``, a poll that hands an item out
+again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id: the
+slot keeps its place by creation, the old id leaves the id index and answers 404, so a stale
+worker cannot touch the new attempt.
 
 Rejections.  Arguments that can be checked alone (``block_ms``, ``limit``, a cursor, ...) are
 checked before anything happens.  A call refused later (404, 409, 412, a bad metadata patch)
@@ -63,6 +91,7 @@ import datetime as _dt
 import hashlib
 import heapq
 import struct
+import contextlib
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -100,7 +129,7 @@ class QueueStats:
     depth: int
     """Queued items that a poll could hand out now."""
     pending: int
-    """Items delivered by a poll, not acked, still inside that poll's redelivery window."""
+    """Items delivered by a poll, not acked, younger than the default redelivery window."""
     oldest_queued_at: _dt.datetime | None
     """The oldest ``created_at`` among queued and pending items; None when there are none."""
     workers_polling: int | None
@@ -138,15 +167,18 @@ class WorkPage:
 class _Slot:
     """One item's place in the environment: its current record and its index bookkeeping."""
 
-    __slots__ = ("in_queued", "in_ready", "seq", "window_until", "work")
+    __slots__ = ("aged", "delivery", "in_fresh", "in_queued", "live", "seq", "work")
 
     def __init__(self, work: Work, seq: int) -> None:
         self.work = work
         self.seq = seq
-        # The end of the redelivery window while the item is pending; None otherwise.
-        self.window_until: _dt.datetime | None = None
-        # Whether ``_ready`` / ``_queued`` hold an entry for this item (valid or stale).
-        self.in_ready = False
+        # The number of the item's latest delivery; ``live`` while that delivery awaits its ack
+        # (the item is queued and handed out), and then ``aged`` once the default window passed.
+        self.delivery = 0
+        self.live = False
+        self.aged = False
+        # Whether ``_fresh`` / ``_queued`` hold an entry for this item (valid or stale).
+        self.in_fresh = False
         self.in_queued = False
 
 
@@ -229,12 +261,19 @@ class Environment:
         self._now: _dt.datetime | None = None
         self._slots: dict[str, _Slot] = {}
         self._order: list[_Slot] = []
-        self._ready: list[int] = []
+        self._fresh: list[int] = []
         self._queued: list[int] = []
-        self._windows: list[tuple[_dt.datetime, int]] = []
+        self._log: list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
+        self._log_head = 0  # entries before it are stale and dropped
+        self._log_aged = 0  # entries before it are past the default window
+        self._log_migrated = 0  # entries before it are in ``_due`` (or were stale)
+        self._mark: _dt.datetime | None = None  # every delivery at or before it is migrated
+        self._due: list[tuple[int, int, _dt.datetime]] = []
+        self._default_window = _dt.timedelta(milliseconds=profile.default_reclaim_older_than_ms)
         self._leases: list[tuple[_dt.datetime, int]] = []
         self._depth = 0
         self._pending = 0
+        self._delivered = 0
         self._leased = 0
         self._polls: deque[tuple[_dt.datetime, str]] = deque()
         self._pollers: dict[str, _dt.datetime] = {}
@@ -308,7 +347,7 @@ class Environment:
         slot = _Slot(work, len(self._order))
         self._order.append(slot)
         self._slots[work_id] = slot
-        self._enter(slot, None, None)
+        self._enter(slot, None)
         return work
 
     def poll(
@@ -321,9 +360,9 @@ class Environment:
     ) -> Work | None:
         """Hand out the oldest deliverable ``queued`` item (by creation), or None.
 
-        The item stays ``queued`` and is hidden from other polls until
-        ``reclaim_older_than_ms`` (default: the profile's, 5000) has passed, boundary
-        inclusive, unless it is acked first.  ``block_ms`` (1-999) is only validated: the pure
+        Deliverable: never handed out (or back from an expired lease), or handed out by an
+        earlier poll, not acked, and at least ``reclaim_older_than_ms`` (this poll's; default
+        the profile's, 5000) ago, boundary inclusive.  The item stays ``queued``.  ``block_ms`` (1-999) is only validated: the pure
         core never waits, an adapter may.  A named ``worker_id`` counts as polling at ``now``
         for :meth:`stats`, whether or not anything was handed out.
 
@@ -357,15 +396,20 @@ class Environment:
             if self._pollers.get(worker_id) != now:
                 self._pollers[worker_id] = now
                 self._polls.append((now, worker_id))
-        slot = self._pop_ready()
+        try:
+            bound: _dt.datetime | None = now - _dt.timedelta(milliseconds=reclaim)
+        except OverflowError:  # a window reaching before year 1: no delivery is that old
+            bound = None
+        slot = self._take(bound)
         if slot is None:
             return None
-        try:
-            until = now + _dt.timedelta(milliseconds=reclaim)
-        except OverflowError:  # a window past year 9999: never handed out again by time
-            until = _FOREVER
-        work = slot.work.deliver(now, worker_id=worker_id)
-        self._replace(slot, work, until)
+        work = slot.work
+        if self.profile.fresh_id_on_redelivery and (work.attempt or slot.delivery):
+            work = self._rekey(slot)
+        work = work.deliver(now, worker_id=worker_id)
+        self._leave(slot)
+        slot.work = work
+        self._deliver(slot, now)
         return work
 
     def ack(self, work_id: str, now: _dt.datetime, *, worker_id: str | None = None) -> Work:
@@ -477,23 +521,26 @@ class Environment:
         self._now = now
         return self._advance(now, collect=True)
 
-    def next_change_at(self) -> _dt.datetime | None:
+    def next_change_at(self, *, reclaim_older_than_ms: int | None = None) -> _dt.datetime | None:
         """The earliest time at which time alone changes something, or None.
 
-        That is when a redelivery window ends (the item becomes deliverable again) or the
-        first instant after a lease deadline (the lease expires).  An adapter that holds a
+        That is when the oldest unacknowledged delivery becomes ``reclaim_older_than_ms``
+        old (default: the profile's window), so a poll with that window may take it over, or
+        the first instant after a lease deadline (the lease expires).  An adapter that holds a
         poll open (``block_ms``) can sleep until then.  Reads no clock and changes nothing
         observable.
         """
-        order = self._order
-        windows, leases = self._windows, self._leases
-        while windows and order[windows[0][1]].window_until != windows[0][0]:
-            heapq.heappop(windows)
+        window = self.profile.default_reclaim_older_than_ms
+        if is_int(reclaim_older_than_ms) and reclaim_older_than_ms >= 0:
+            window = reclaim_older_than_ms
+        order, leases = self._order, self._leases
         while leases and order[leases[0][1]].work.lease_expires_at != leases[0][0]:
             heapq.heappop(leases)
         times = []
-        if windows:
-            times.append(windows[0][0])
+        oldest = self._oldest_delivery()
+        if oldest is not None:
+            with contextlib.suppress(OverflowError):  # past the year 9999: never by time
+                times.append(oldest + _dt.timedelta(milliseconds=window))
         if leases:
             times.append(leases[0][0] + _ONE_MICROSECOND)
         return min(times) if times else None
@@ -516,23 +563,23 @@ class Environment:
             now = ensure_utc(now)
         self._check_time(now)
         self._now = now
-        leases, windows = self._leases, self._windows
-        if (leases and leases[0][0] < now) or (windows and windows[0][0] <= now):
+        leases, log, aged = self._leases, self._log, self._log_aged
+        if (leases and leases[0][0] < now) or (aged < len(log) and log[aged][1] <= now):
             self._advance(now, collect=False)
         return now
 
     def _advance(self, now: _dt.datetime, *, collect: bool) -> builtins.list[Work]:
-        order = self._order
-        windows = self._windows
-        while windows and windows[0][0] <= now:
-            until, seq = heapq.heappop(windows)
-            slot = order[seq]
-            if slot.window_until == until:  # (leaving ``queued`` clears the window)
-                # The window ended: pending → ready.
-                slot.window_until = None
+        order, log = self._order, self._log
+        aged, end = max(self._log_aged, self._log_head), len(log)
+        while aged < end and log[aged][1] <= now:
+            slot = order[log[aged][2]]
+            if slot.live and slot.delivery == log[aged][3] and not slot.aged:
+                # The default window ended: pending → ready (for a poll with that window).
+                slot.aged = True
                 self._pending -= 1
                 self._depth += 1
-                self._push_ready(slot)
+            aged += 1
+        self._log_aged = aged
         expired: builtins.list[Work] = []
         leases = self._leases
         while leases and leases[0][0] < now:
@@ -569,51 +616,47 @@ class Environment:
             )
         return slot
 
-    def _replace(self, slot: _Slot, work: Work, window_until: _dt.datetime | None = None) -> None:
+    def _replace(self, slot: _Slot, work: Work) -> None:
         """Store the item's next record and move it between the classes and indexes."""
         old = slot.work
         if work is old:
             return  # a safe retry or a no-change answer
         self._leave(slot)
         slot.work = work
-        self._enter(slot, old.lease_expires_at, window_until)
+        self._enter(slot, old.lease_expires_at)
 
     def _leave(self, slot: _Slot) -> None:
         state = slot.work.state
         if state is _QUEUED:
-            if slot.window_until is None:
+            if not slot.live:
                 self._depth -= 1
             else:
-                self._pending -= 1
-                slot.window_until = None
+                # The delivery ends (acked, stopped, or handed out again): its entries in
+                # ``_log`` and ``_due`` go stale, since the slot's delivery number moves on.
+                slot.live = False
+                slot.delivery += 1
+                self._delivered -= 1
+                if slot.aged:
+                    self._depth -= 1
+                else:
+                    self._pending -= 1
         else:
             # Leased: a stopped item never gets here, since each of its moves answers with the
             # same record (which ``_replace`` skips) or only updates metadata (which does not
             # go through ``_replace``).
             self._leased -= 1
 
-    def _enter(
-        self,
-        slot: _Slot,
-        old_deadline: _dt.datetime | None,
-        window_until: _dt.datetime | None,
-    ) -> None:
+    def _enter(self, slot: _Slot, old_deadline: _dt.datetime | None) -> None:
         work = slot.work
         state = work.state
         if state is _QUEUED:
             if not slot.in_queued:
                 slot.in_queued = True
                 heapq.heappush(self._queued, slot.seq)
-            assert self._now is not None
-            if window_until is None or window_until <= self._now:
-                self._depth += 1
-                self._push_ready(slot)
-            else:
-                self._pending += 1
-                slot.window_until = window_until
-                heapq.heappush(self._windows, (window_until, slot.seq))
-                if len(self._windows) > 2 * self._pending + _COMPACT_SLACK:
-                    self._compact_windows()
+            self._depth += 1
+            if not slot.in_fresh:
+                slot.in_fresh = True
+                heapq.heappush(self._fresh, slot.seq)
         elif state is not _STOPPED:
             self._leased += 1
             deadline = work.lease_expires_at
@@ -622,26 +665,126 @@ class Environment:
                 if len(self._leases) > 2 * self._leased + _COMPACT_SLACK:
                     self._compact_leases()
 
-    def _push_ready(self, slot: _Slot) -> None:
-        if not slot.in_ready:
-            slot.in_ready = True
-            heapq.heappush(self._ready, slot.seq)
+    def _deliver(self, slot: _Slot, now: _dt.datetime) -> None:
+        """Record the delivery the item's record now carries (it is queued and handed out)."""
+        slot.delivery += 1
+        slot.live = True
+        slot.aged = False
+        self._delivered += 1
+        self._pending += 1
+        try:
+            aged_at = now + self._default_window
+        except OverflowError:  # past the year 9999: never older than the default window
+            aged_at = _FOREVER
+        self._log.append((now, aged_at, slot.seq, slot.delivery))
+        if aged_at <= now:  # a default window of 0: ready again at once
+            self._advance(now, collect=False)
+        if len(self._log) - self._log_head > 2 * self._delivered + _COMPACT_SLACK:
+            self._compact_log()
 
-    def _pop_ready(self) -> _Slot | None:
-        """The oldest ready item, removed from ``_ready`` (stale entries are dropped)."""
-        ready, order = self._ready, self._order
-        while ready:
-            slot = order[heapq.heappop(ready)]
-            slot.in_ready = False
-            if slot.work.state is _QUEUED and slot.window_until is None:
-                return slot
+    def _take(self, bound: _dt.datetime | None) -> _Slot | None:
+        """The oldest-created item a poll may hand out, removed from its index, or None.
+
+        ``bound`` is ``now - reclaim_older_than_ms``: a delivery at or before it may be taken
+        over (None: none may).
+        """
+        order = self._order
+        fresh = self._fresh
+        while fresh:
+            slot = order[fresh[0]]
+            if slot.work.state is _QUEUED and not slot.live:
+                break
+            heapq.heappop(fresh)
+            slot.in_fresh = False
+        due = self._due
+        if bound is not None:
+            mark = self._mark
+            if mark is None or bound >= mark:  # (equal: deliveries made since at that instant)
+                self._migrate(bound)
+            held: builtins.list[tuple[int, int, _dt.datetime]] = []
+            while due:
+                seq, delivery, at = due[0]
+                slot = order[seq]
+                if not slot.live or slot.delivery != delivery:
+                    heapq.heappop(due)  # stale: that delivery ended
+                elif at > bound:
+                    held.append(heapq.heappop(due))  # too young for this poll's window
+                else:
+                    break
+            taken = None
+            if due and (not fresh or due[0][0] < fresh[0]):
+                taken = order[heapq.heappop(due)[0]]
+            for entry in held:
+                heapq.heappush(due, entry)
+            if taken is not None:
+                return taken
+        if fresh:
+            slot = order[heapq.heappop(fresh)]
+            slot.in_fresh = False
+            return slot
         return None
 
-    def _compact_windows(self) -> None:
-        order = self._order
-        live = {(until, seq) for until, seq in self._windows if order[seq].window_until == until}
-        self._windows = list(live)
-        heapq.heapify(self._windows)
+    def _migrate(self, bound: _dt.datetime) -> None:
+        """Move every live delivery made at or before ``bound`` from ``_log`` into ``_due``."""
+        order, log, due = self._order, self._log, self._due
+        i, end = max(self._log_migrated, self._log_head), len(log)
+        while i < end and log[i][0] <= bound:
+            at, _, seq, delivery = log[i]
+            slot = order[seq]
+            if slot.live and slot.delivery == delivery:
+                heapq.heappush(due, (seq, delivery, at))
+            i += 1
+        self._log_migrated = i
+        self._mark = bound
+        if len(due) > 2 * self._delivered + _COMPACT_SLACK:
+            self._due = [e for e in due if order[e[0]].live and order[e[0]].delivery == e[1]]
+            heapq.heapify(self._due)
+
+    def _oldest_delivery(self) -> _dt.datetime | None:
+        """When the oldest delivery still awaiting its ack was made, or None."""
+        order, log = self._order, self._log
+        head, end = self._log_head, len(log)
+        while head < end:
+            slot = order[log[head][2]]
+            if slot.live and slot.delivery == log[head][3]:
+                break
+            head += 1
+        self._log_head = head
+        if head > _COMPACT_SLACK and head * 2 > end:
+            self._compact_log()
+        return log[self._log_head][0] if self._log_head < len(log) else None
+
+    def _compact_log(self) -> None:
+        """Drop the stale entries of ``_log``, keeping the three positions on the same entries."""
+        order, log = self._order, self._log
+        kept: builtins.list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
+        aged = migrated = 0
+        for i, entry in enumerate(log):
+            slot = order[entry[2]]
+            if slot.live and slot.delivery == entry[3]:
+                kept.append(entry)
+            if i + 1 == self._log_aged:
+                aged = len(kept)
+            if i + 1 == self._log_migrated:
+                migrated = len(kept)
+        self._log = kept
+        self._log_head = 0
+        self._log_aged = aged
+        self._log_migrated = migrated
+
+    def _rekey(self, slot: _Slot) -> Work:
+        """Give the item a fresh id (the old one leaves the index and answers 404)."""
+        work = slot.work
+        counter = self._id_counter
+        new_id, counter = self._new_id("work_", counter)
+        while new_id in self._slots:
+            new_id, counter = self._new_id("work_", counter)
+        self._id_counter = counter
+        del self._slots[work.body.id]
+        self._slots[new_id] = slot
+        work = attrs.evolve(work, body=attrs.evolve(work.body, id=new_id))
+        slot.work = work
+        return work
 
     def _compact_leases(self) -> None:
         order = self._order

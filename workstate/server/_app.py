@@ -62,7 +62,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workstate._environment import Environment
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
-from workstate._profile import ANTHROPIC, Profile, evolve_profile
+from workstate._profile import ANTHROPIC, Profile, StopResponse, evolve_profile
 from workstate._records import WorkData
 from workstate._time import ManualClock, SystemClock, format_time, parse_time
 from workstate._wire import work_data_from_json as _work_data_from_json
@@ -277,7 +277,8 @@ class MockServer:
             if _ENVIRONMENT_ID.fullmatch(environment_id) is None:
                 raise NotFoundError(
                     f"environment {environment_id!r} not found; the mock server serves every "
-                    "id of the form env_<letters, digits, _ or ->"
+                    "id of the form env_<letters, digits, _ or ->",
+                    error_code=self.profile.environment_not_found_error_code,
                 )
             if self._id_factory is None:
                 env = Environment(environment_id, profile=self.profile)
@@ -365,7 +366,7 @@ class MockServer:
                 wait = deadline - loop.time()
                 if wait <= 0:
                     return JSONResponse(None)  # the literal null: an empty body breaks the SDK
-                change = env.next_change_at()
+                change = env.next_change_at(reclaim_older_than_ms=reclaim)
                 if change is not None and not self.manual_clock:
                     wait = min(wait, max((change - now).total_seconds(), 0.001))
                 waiter: asyncio.Future[None] = loop.create_future()
@@ -402,6 +403,8 @@ class MockServer:
         with self.lock:
             env, now = self._touch(environment_id)
             work = env.stop(work_id, now, force=force)
+        if self.profile.stop_response is StopResponse.NO_CONTENT:
+            return Response(status_code=204)  # what the deployed API answers (divergences.md)
         return JSONResponse(work.to_json())
 
     async def _item(self, request: Request) -> Response:
