@@ -377,8 +377,8 @@ class _Search:
                 continue
             lo = node.cursor
             if expire:
-                # Every node in a lease-holding state carries a deadline (see _baseline, _lease).
-                assert node.deadline is not None
+                if node.deadline is None:
+                    continue  # no lease to lapse: an ack that starts none, and no heartbeat
                 lo = max(lo, node.deadline + _MICRO)
             if any(stamps[i] == _FINAL for i in sets) or any(stamps[i] == _FINAL for i in clears):
                 continue  # a final value cannot change again on the path
@@ -482,7 +482,9 @@ def _lease(
     effect: LeaseEffect, t: _dt.datetime, node: _Node, profile: Profile
 ) -> tuple[_dt.datetime | None, int | None]:
     if effect is LeaseEffect.START:
-        ttl = profile.default_ttl_seconds
+        ttl = profile.ack_lease_seconds()
+        if ttl is None:  # the ack starts no lease (a profile knob); a quiet answer says default
+            return None, profile.default_ttl_seconds
         return t + _dt.timedelta(seconds=ttl), ttl
     if effect is LeaseEffect.EXTEND:
         # An unobserved heartbeat may have asked for any TTL: the shortest one is the bound.
@@ -511,15 +513,18 @@ def _baseline(work: Work, rules: _Rules) -> _Node:
     deadline = None
     profile = rules.profile
     latest = work.latest_heartbeat_at
-    # With no heartbeat in this pass, the lease (if any) is the ack's, with the default TTL;
-    # a heartbeat may have asked for any TTL, so only the shortest one bounds it.
+    # With no heartbeat in this pass, the lease (if any) is the ack's, as long as the profile
+    # says (maybe none at all); a heartbeat may have asked for any TTL, so only the shortest
+    # one bounds it.
     known_ttl = None
+    ack_lease = profile.ack_lease_seconds()
     if latest is None and work.state is not State.QUEUED:
-        known_ttl = profile.default_ttl_seconds
+        known_ttl = profile.default_ttl_seconds if ack_lease is None else ack_lease
     if work.state in LEASE_STATES:
         anchor = latest or work.acknowledged_at or work.created_at
-        ttl = profile.min_ttl_seconds if latest is not None else profile.default_ttl_seconds
-        deadline = anchor + _dt.timedelta(seconds=ttl)
+        ttl = profile.min_ttl_seconds if latest is not None else ack_lease
+        if ttl is not None:
+            deadline = anchor + _dt.timedelta(seconds=ttl)
     return _Node(work.state, stamps, 0, False, known_ttl, cursor, deadline)
 
 
