@@ -59,7 +59,7 @@ import attrs
 from workstate._engine import lookup
 from workstate._errors import InvalidInputError
 from workstate._invariants import invariant_violations
-from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile
+from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile, load_profile
 from workstate._records import HeartbeatResult
 from workstate._table import LEASE_STATES, LeaseEffect, Move, Operation, Stamp, State
 from workstate._time import format_time, parse_time, truncate
@@ -1071,6 +1071,12 @@ def main(argv: Sequence[str]) -> int:
         help="the provider behaviour to check against (default: %(default)s)",
     )
     parser.add_argument(
+        "--profile-file",
+        metavar="P.toml",
+        default=None,
+        help="a custom profile: a TOML table of Profile fields over --profile (or its 'base')",
+    )
+    parser.add_argument(
         "--complete",
         action="store_true",
         help="the trace records every client operation, so consecutive records of an item "
@@ -1081,7 +1087,14 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # --help or a usage error: argparse has printed it
         return exc.code if isinstance(exc.code, int) else 2
     name = "<stdin>" if args.file == "-" else args.file
-    checker = TraceChecker(profile=PROFILES[args.profile], complete=args.complete)
+    profile = PROFILES[args.profile]
+    if args.profile_file is not None:
+        try:
+            profile = load_profile(args.profile_file, base=profile)
+        except InvalidInputError as exc:
+            print(f"--profile-file: {exc.message} (key {exc.key})", file=sys.stderr)
+            return 2
+    checker = TraceChecker(profile=profile, complete=args.complete)
     lines: list[int] = []
     try:
         if args.file == "-":
