@@ -154,9 +154,13 @@ def test_id_factory() -> None:
     ],
 )
 def test_construction_rejects_bad_arguments(kwargs: dict[str, Any], key: str) -> None:
-    env_id = kwargs.pop("environment_id")
+    # A copy: the parameter's dict is shared between runs (pytest --count, a re-run), and
+    # popping from it would leave the second run without its environment id.
+    rest = dict(kwargs)
+    env_id = rest.pop("environment_id")
     with pytest.raises(InvalidInputError) as info:
-        Environment(env_id, **kwargs)
+        Environment(env_id, **rest)
+    assert "environment_id" in kwargs
     assert (info.value.status, info.value.error_type, info.value.key) == (
         400,
         "invalid_request_error",
