@@ -33,10 +33,18 @@ from collections.abc import Iterator
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_TESTS = {
     "_time": ["tests/test_time.py"],
-    "_work": ["tests/test_work.py", "tests/test_table.py", "tests/test_spec_table.py",
-              "tests/test_survivors.py", "tests/test_profile_knobs.py"],
-    "_environment": ["tests/test_environment.py", "tests/test_survivors.py",
-                     "tests/test_profile_knobs.py"],
+    "_work": [
+        "tests/test_work.py",
+        "tests/test_table.py",
+        "tests/test_spec_table.py",
+        "tests/test_survivors.py",
+        "tests/test_profile_knobs.py",
+    ],
+    "_environment": [
+        "tests/test_environment.py",
+        "tests/test_survivors.py",
+        "tests/test_profile_knobs.py",
+    ],
     "worker": ["tests/test_worker.py", "tests/test_survivors.py"],
 }
 _FLIP = {
@@ -64,6 +72,12 @@ def _skipped_lines(tree: ast.Module) -> set[int]:
     return out
 
 
+def _returns_a_value(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Return) or node.value is None:
+        return False
+    return not (isinstance(node.value, ast.Constant) and node.value.value is None)
+
+
 def mutants(source: str) -> Iterator[tuple[int, str, str]]:
     """Every (line, description, mutated source) of ``source``."""
     tree = ast.parse(source)
@@ -88,10 +102,9 @@ def mutants(source: str) -> Iterator[tuple[int, str, str]]:
             kinds.append((f"{node.value} -> {node.value - 1}", ("int", -1)))
         elif isinstance(node, ast.Constant) and type(node.value) is bool:
             kinds.append((f"{node.value} -> {not node.value}", ("boolconst",)))
-        elif isinstance(node, ast.Return) and node.value is not None:
-            if not (isinstance(node.value, ast.Constant) and node.value.value is None):
-                kinds.append(("return None", ("return",)))
-        for description, how in kinds:
+        elif _returns_a_value(node):
+            kinds.append(("return None", ("return",)))
+        for description, _how in kinds:
             count += 1
             yield node.lineno, description, _apply(source, count)
 
@@ -138,12 +151,12 @@ def _apply(source: str, target: int) -> str:
             if count == target:
                 node.value = not node.value
                 return ast.unparse(tree)
-        elif isinstance(node, ast.Return) and node.value is not None:
-            if not (isinstance(node.value, ast.Constant) and node.value.value is None):
-                count += 1
-                if count == target:
-                    node.value = ast.Constant(value=None)
-                    return ast.unparse(tree)
+        elif _returns_a_value(node):
+            count += 1
+            if count == target:
+                assert isinstance(node, ast.Return)
+                node.value = ast.Constant(value=None)
+                return ast.unparse(tree)
     raise AssertionError(f"no mutation number {target}")
 
 

@@ -164,7 +164,10 @@ def _asgi_bridge(server: MockServer) -> Any:
             transport = httpx2.ASGITransport(app=server.app)
             async with httpx2.AsyncClient(transport=transport, base_url="http://mock") as http:
                 r = await http.request(
-                    request.method, str(request.url), headers=request.headers, content=request.read()
+                    request.method,
+                    str(request.url),
+                    headers=request.headers,
+                    content=request.read(),
                 )
                 return httpx2.Response(r.status_code, headers=r.headers, content=r.content)
 

@@ -10,12 +10,11 @@ an error.
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import pytest

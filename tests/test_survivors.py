@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from helpers import T0, at
 
-from workstate import ANTHROPIC, NO_HEARTBEAT, QODER, IllegalMoveError, InvalidInputError, Work
+from workstate import (
+    ANTHROPIC,
+    NO_HEARTBEAT,
+    QODER,
+    IllegalMoveError,
+    InvalidInputError,
+    Profile,
+    Work,
+)
 from workstate._environment import Environment
 from workstate.worker import EndReason, LeaseKeeper, PollAction, PollLoop
 
@@ -39,11 +47,9 @@ def test_a_cursor_at_the_last_item_is_an_empty_page_and_one_past_it_is_400() -> 
     ids=["anthropic", "qoder"],
 )
 def test_an_expire_before_the_deadline_has_the_profiles_409_type(
-    profile: object, error_type: str
+    profile: Profile, error_type: str
 ) -> None:
-    w = Work.create(
-        id="work_1", environment_id="env_1", session_id="s", now=T0, profile=profile
-    )  # type: ignore[arg-type]
+    w = Work.create(id="work_1", environment_id="env_1", session_id="s", now=T0, profile=profile)
     w, _ = w.ack(at(1)).heartbeat(at(1), expected_last_heartbeat=NO_HEARTBEAT)
     with pytest.raises(IllegalMoveError) as info:
         w.expire(w.lease_expires_at)  # type: ignore[arg-type]

@@ -10,9 +10,9 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers import ACK_LEASE
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
-from helpers import ACK_LEASE
 
 from workstate import (
     ANTHROPIC,

@@ -9,9 +9,9 @@ import os
 import sys
 
 import pytest
+from helpers import ACK_LEASE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from helpers import ACK_LEASE
 
 import workstate.testing as wt
 from workstate import (

@@ -11,9 +11,9 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers import ACK_LEASE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from helpers import ACK_LEASE
 
 from workstate import (
     ANTHROPIC,

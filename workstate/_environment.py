@@ -87,11 +87,11 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import contextlib
 import datetime as _dt
 import hashlib
 import heapq
 import struct
-import contextlib
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -362,9 +362,10 @@ class Environment:
 
         Deliverable: never handed out (or back from an expired lease), or handed out by an
         earlier poll, not acked, and at least ``reclaim_older_than_ms`` (this poll's; default
-        the profile's, 5000) ago, boundary inclusive.  The item stays ``queued``.  ``block_ms`` (1-999) is only validated: the pure
-        core never waits, an adapter may.  A named ``worker_id`` counts as polling at ``now``
-        for :meth:`stats`, whether or not anything was handed out.
+        the profile's, 5000) ago, boundary inclusive.  The item stays ``queued``.
+        ``block_ms`` (1-999) is only validated: the pure core never waits, an adapter may.
+        A named ``worker_id`` counts as polling at ``now`` for :meth:`stats`, whether or not
+        anything was handed out.
 
         The record carries ``secret``: render the answer with ``to_json(include_secret=True)``.
         """
