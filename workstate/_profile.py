@@ -322,7 +322,7 @@ def profile_from_mapping(data: Mapping[str, Any], *, base: Profile | None = None
             got=data,
         )
     kinds = {a.name: str(a.type) for a in attrs.fields(Profile)}
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     start = base if base is not None else ANTHROPIC
     for key, value in data.items():
         if key == "base":
