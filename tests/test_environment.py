@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 from helpers import ACK_LEASE, T0, at
 
@@ -1086,3 +1087,74 @@ def test_every_record_keeps_the_invariants() -> None:
     env.expire_due(at(500))
     for w in env.list(at(500)).data:
         assert invariant_violations(w) == [], w
+
+
+def test_a_delivery_near_the_year_9999_never_ages_by_the_default_window() -> None:
+    late = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+    env = Environment("env_1")
+    env.create(late, session_id="sesn_1", work_id="work_1")
+    env.poll(late)
+    half = late + dt.timedelta(microseconds=500_000)
+    assert stats(env, half)[:2] == (0, 1)
+    assert env.poll(half, reclaim_older_than_ms=1) is not None
+
+
+def test_a_default_window_of_zero_makes_a_delivery_ready_at_once() -> None:
+    profile = attrs.evolve(QODER, default_reclaim_older_than_ms=0)
+    env = env_with(1, profile)
+    env.poll(T0)
+    assert stats(env, T0)[:2] == (1, 0)
+    again = env.poll(T0)
+    assert again is not None
+    assert again.id == "work_0"
+
+
+def test_a_migrated_delivery_that_was_acked_is_skipped() -> None:
+    env = env_with(2)
+    env.poll(T0)
+    env.poll(T0)
+    got = env.poll(at(5))  # both deliveries are due now; the oldest by creation goes
+    assert got is not None
+    assert got.id == "work_0"
+    env.ack("work_1", at(5))  # its entry in the due heap is stale now
+    assert env.poll(at(5)) is None
+
+
+def test_the_due_heap_and_the_log_are_compacted_after_a_migration() -> None:
+    env = env_with(1100)
+    for _ in range(1100):
+        env.poll(T0, reclaim_older_than_ms=60_000)
+    got = env.poll(at(1), reclaim_older_than_ms=1)  # migrates all 1100 deliveries
+    assert got is not None
+    assert got.id == "work_0"
+    for i in range(1, 1100):
+        env.ack(f"work_{i}", at(1))
+    assert env.poll(at(2), reclaim_older_than_ms=1) is not None  # work_0 again; due compacted
+    assert len(env._due) < 200
+    assert env.next_change_at() == at(7)  # work_0's delivery at 2 s (acks start no lease)
+    assert len(env._log) < 200
+    assert stats(env, at(7))[:2] == (1, 0)
+
+
+def test_the_log_is_compacted_when_every_delivery_ended() -> None:
+    env = env_with(1100)
+    for _ in range(1100):
+        env.poll(T0, reclaim_older_than_ms=60_000)
+    for i in range(1100):
+        env.ack(f"work_{i}", T0)
+    assert env.next_change_at() is None
+    assert env._log == []
+
+
+def test_a_fresh_id_skips_an_id_already_in_use() -> None:
+    profile = attrs.evolve(ANTHROPIC, fresh_id_on_redelivery=True)
+    env = Environment("env_1", profile=profile, id_factory=lambda prefix: f"{prefix}fixed")
+    env.create(T0, session_id="sesn_1")
+    taken, _ = env._hashed_id("work_", env._id_counter)
+    env.create(T0, session_id="sesn_2", work_id=taken)
+    env.poll(T0)
+    env.poll(T0)
+    again = env.poll(at(5))
+    assert again is not None
+    assert again.id not in ("work_fixed", taken)
+    assert len({w.id for w in env.list(at(5)).data}) == 2

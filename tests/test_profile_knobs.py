@@ -31,6 +31,7 @@ from workstate import (
     load_profile,
     profile_from_mapping,
 )
+from workstate._trace import check_trace
 from workstate._trace import main as check_main
 from workstate.server import MockServer, _cli
 
@@ -397,3 +398,33 @@ def test_every_shipped_profile_round_trips_through_its_fields() -> None:
             value = getattr(profile, field.name)
             data[field.name] = "" if value is None else getattr(value, "value", value)
         assert profile_from_mapping(data) == profile
+
+
+# ------------------------------------------------------------------------------ the trace follows
+def test_the_trace_checker_follows_a_fresh_id_and_flags_the_retired_one() -> None:
+    env = Environment("env_1", profile=FRESH)
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    first = env.poll(T0)
+    assert first is not None
+    again = env.poll(at(5))
+    assert again is not None
+    acked = env.ack(again.id, at(6))
+    records = [first.to_json(), again.to_json(), acked.to_json()]
+    assert check_trace(records, profile=FRESH).ok
+    stale = dict(first.to_json(), metadata={"late": "x"})
+    report = check_trace([*records, stale], profile=FRESH)
+    [v] = report.violations
+    assert (v.index, v.work_id, v.rule, v.key) == (3, "work_1", "retired-id", "id")
+    assert f"handed out again as {again.id}" in v.message
+    beat = {"type": "work_heartbeat", "work_id": "work_1", "last_heartbeat": "",
+            "lease_extended": False, "state": "queued", "ttl_seconds": 120}  # fmt: skip
+    [v] = check_trace([*records, beat], profile=FRESH).violations
+    assert v.rule == "retired-id"
+    # Under a profile that keeps ids, two items with the same data are just two items.
+    assert check_trace([first.to_json(), dict(again.to_json()), stale]).ok
+
+
+def test_an_error_code_must_be_a_non_empty_string_or_none() -> None:
+    for bad in ("", 5):
+        with pytest.raises(ValueError, match="metadata_error_code must be a non-empty string"):
+            attrs.evolve(ANTHROPIC, metadata_error_code=bad)

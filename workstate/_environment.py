@@ -71,9 +71,10 @@ is older by creation than its answer (polls that agree on a window never pay it)
 ``benchmarks/environment.py`` measures it.
 
 Fresh ids.  Under a profile with ``fresh_id_on_redelivery``, a poll that hands an item out
-again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id: the
-slot keeps its place by creation, the old id leaves the id index and answers 404, so a stale
-worker cannot touch the new attempt.
+again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id from
+the environment's own generator (not ``id_factory``, which could fail or repeat an id half way
+through the poll): the slot keeps its place by creation, the old id leaves the id index and
+answers 404, so a stale worker cannot touch the new attempt.
 
 Rejections.  Arguments that can be checked alone (``block_ms``, ``limit``, a cursor, ...) are
 checked before anything happens.  A call refused later (404, 409, 412, a bad metadata patch)
@@ -753,7 +754,8 @@ class Environment:
         self._log_head = head
         if head > _COMPACT_SLACK and head * 2 > end:
             self._compact_log()
-        return log[self._log_head][0] if self._log_head < len(log) else None
+            log, head = self._log, 0
+        return log[head][0] if head < len(log) else None
 
     def _compact_log(self) -> None:
         """Drop the stale entries of ``_log``, keeping the three positions on the same entries."""
@@ -776,10 +778,12 @@ class Environment:
     def _rekey(self, slot: _Slot) -> Work:
         """Give the item a fresh id (the old one leaves the index and answers 404)."""
         work = slot.work
+        # The environment's own generator, even with an ``id_factory``: the item has already
+        # been taken from its index, so nothing here may fail or repeat an id in use.
         counter = self._id_counter
-        new_id, counter = self._new_id("work_", counter)
+        new_id, counter = self._hashed_id("work_", counter)
         while new_id in self._slots:
-            new_id, counter = self._new_id("work_", counter)
+            new_id, counter = self._hashed_id("work_", counter)
         self._id_counter = counter
         del self._slots[work.body.id]
         self._slots[new_id] = slot
@@ -809,8 +813,11 @@ class Environment:
                     f"got {value!r}"
                 )
             return value, counter
-        # A keyed hash of (prefix, counter): deterministic, and only a successful create moves
-        # the counter on.
+        return self._hashed_id(prefix, counter)
+
+    def _hashed_id(self, prefix: str, counter: int) -> tuple[str, int]:
+        """A keyed hash of (prefix, counter): deterministic; only a successful create (or a
+        fresh id on re-hand-out) moves the counter on."""
         hasher = self._id_hash.copy()
         hasher.update(prefix.encode() + counter.to_bytes(8, "big"))
         return prefix + hasher.digest().translate(_TO_B62).decode("ascii"), counter + 1

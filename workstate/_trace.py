@@ -36,7 +36,10 @@ of an item are then at most one such operation apart (server-side lease expiries
 happen unrecorded), which lets the checker notice a missing step.
 
 The first snapshot of an item is taken as given (after its own invariants); heartbeat
-answers before it are only checked against each other.
+answers before it are only checked against each other.  Under a profile with
+``fresh_id_on_redelivery`` an item handed out again has a new id: a first snapshot with the
+environment, data and ``created_at`` of an item seen before continues it, and every later
+record of the old id is a violation (the server answers 404 for it).
 
 This module imports no Hypothesis, so ``python -m workstate check`` works without the
 ``testing`` extra; :func:`main` is that command (the only part here that does I/O).
@@ -104,7 +107,8 @@ class TraceViolation:
     rule: str
     """A stable name for the kind of problem: ``malformed``, ``invariant``, ``set-once``,
     ``illegal-state-change``, ``timestamp-backwards``, ``timestamp-vanished``,
-    ``timestamp-changed``, ``heartbeat``, ``missing-step`` or ``unexplained``."""
+    ``timestamp-changed``, ``heartbeat``, ``missing-step``, ``retired-id`` (a record of an id
+    that a fresh-id profile retired when the item was handed out again) or ``unexplained``."""
     message: str
     """A plain explanation."""
     key: str | None = None
@@ -597,6 +601,10 @@ class TraceChecker:
         self.complete = complete
         self._rules = _rules(profile)
         self._items: dict[str, _Item] = {}
+        # Fresh ids (``fresh_id_on_redelivery``): the latest id of each item, by what never
+        # changes across attempts, and the ids a re-hand-out retired (old id -> new id).
+        self._lineage: dict[tuple[str, str, str, _dt.datetime], str] = {}
+        self._retired: dict[str, str] = {}
         self._violations: list[TraceViolation] = []
         self._count = 0
         self._finished = False
@@ -669,15 +677,38 @@ class TraceChecker:
             if work_id is not None:
                 self._items.setdefault(work_id, _Item())
             return
+        if self._is_retired(index, work.id):
+            return
         item = self._items.setdefault(work.id, _Item())
         if item.first is None:
             item.first = work
+            if self.profile.fresh_id_on_redelivery:
+                self._follow(work)
         else:
             self._report(index, work.id, _set_once(item.first, work))
         if item.base is None:
             self._start(index, item, work)
             return
         self._segment(work.id, item, index, work)
+
+    def _follow(self, work: Work) -> None:
+        """A new id of an item seen before under another id: the old one is retired."""
+        key = (work.environment_id, work.data.type, work.data.id, work.created_at)
+        old = self._lineage.get(key)
+        if old is not None and old != work.id:
+            self._retired[old] = work.id
+        self._lineage[key] = work.id
+
+    def _is_retired(self, index: int, work_id: str) -> bool:
+        new = self._retired.get(work_id)
+        if new is None:
+            return False
+        message = (
+            f"{work_id} was handed out again as {new}; under profile {self.profile.name} "
+            "(fresh_id_on_redelivery) the old id answers 404 and shows nothing more"
+        )
+        self._report(index, work_id, [("retired-id", "id", message)])
+        return True
 
     def _start(self, index: int, item: _Item, work: Work) -> None:
         prefix = item.prefix_time
@@ -704,6 +735,8 @@ class TraceChecker:
         result, problems = _parse_beat(obj)
         if result is None:
             self._report(index, raw_id, problems)
+            return
+        if self._is_retired(index, raw_id):
             return
         time = parse_time(result.last_heartbeat) if result.last_heartbeat else None
         problems = self._beat_shape(result, time)
