@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from helpers import T0, at
 
@@ -103,3 +105,16 @@ def test_an_ack_failure_keeps_its_last_status() -> None:
     assert stop.force_stopped().last_error_status == 404
     timeout = loop.delivered().ack_failed(random=lambda: 0.5)
     assert (timeout.last_error_status, timeout.ack_failures) == (None, 2)
+
+
+def test_a_lease_past_the_year_9999_is_refused_in_full() -> None:
+    late = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
+    w = Work.create(id="work_1", environment_id="env_1", session_id="s", now=late).ack(late)
+    with pytest.raises(InvalidInputError) as info:
+        w.heartbeat(late, expected_last_heartbeat=NO_HEARTBEAT)
+    error = info.value
+    assert (error.key, error.got) == ("now", late)
+    assert error.message == (
+        "a lease of 120 s from 9999-12-31T23:59:00.000000Z would end after the year 9999"
+    )
+    assert error.expected == "a time at least 120 s before 9999-12-31T23:59:59.999999Z"
