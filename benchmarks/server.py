@@ -19,6 +19,16 @@ Baselines, measured in the same run so that ratios compare like with like:
   our middleware) with next to no work behind it; ``heartbeat/floor`` shows what the core and
   the adapter add per request;
 * the same heartbeats straight on an in-process ``Environment`` (no HTTP): the core's share.
+
+Durability (``--durable-clients``, default 1 and 10): the same floor and heartbeat runs against
+a server with ``--state FILE`` (``--state-sync normal``, then ``full``), each against a fresh
+in-memory server measured right before it; the ratio column is durable/in-memory, for the
+request rate and for the server's CPU time per request.  On the real clock every request hands
+the core a new time, so even the floor (``GET /mock/clock``) commits the clock: it is the
+cost of the smallest commit.  Over HTTP on a busy machine these ratios are noisy, so the
+same comparison is also made in process, without HTTP: heartbeats through ``MockServer``'s lock
+(``_touch``, the core's call, the commit at release) on a real clock, memory against a state
+file, µs per call as the lower quartile of chunks of 200.
 """
 
 from __future__ import annotations
@@ -31,12 +41,14 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx2
 
 from workstate import NO_HEARTBEAT
 from workstate._environment import Environment
+from workstate.server import MockServer
 
 ENV = "env_bench"
 
@@ -51,9 +63,19 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
+def start_server(*extra: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workstate", "serve", "--port", "0", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "workstate",
+            "serve",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -137,6 +159,81 @@ def in_process_heartbeats(duration: float) -> float:
     return count / (time.perf_counter() - begin)
 
 
+def measure(
+    extra: tuple[str, ...], clients: int, duration: float, kind: str
+) -> tuple[float, float]:
+    """(requests per second, server CPU µs per request) of one run on a fresh server."""
+    proc, url = start_server(*extra)
+    try:
+        before = cpu_seconds(proc.pid)
+        count, seconds, _ = asyncio.run(run_level(url, clients, duration, kind))
+        after = cpu_seconds(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    cost = float("nan") if before is None or after is None else (after - before) / count * 1e6
+    return count / seconds, cost
+
+
+def durability(levels: list[int], duration: float) -> None:
+    """The cost of ``--state FILE`` against the in-memory mode, measured side by side."""
+    print(f"\ndurability: --state FILE against the in-memory mode ({duration:g} s per run)")
+    print(
+        f"{'clients':>7} {'kind':>10} {'mode':>12} {'req/s':>8} {'ratio':>6} "
+        f"{'server CPU µs/req':>18} {'ratio':>6}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for clients in levels:
+            for kind in ("floor", "heartbeat"):
+                for sync in ("normal", "full"):
+                    path = os.path.join(tmp, f"state-{clients}-{kind}-{sync}.db")
+                    base_rate, base_cost = measure((), clients, duration, kind)
+                    extra = ("--state", path, "--state-sync", sync)
+                    rate, cost = measure(extra, clients, duration, kind)
+                    for mode, r, c in (("memory", base_rate, base_cost), (sync, rate, cost)):
+                        print(
+                            f"{clients:>7} {kind:>10} {mode:>12} {r:>8.0f} {r / base_rate:>6.2f} "
+                            f"{c:>18.0f} {c / base_cost:>6.2f}"
+                        )
+
+
+def locked_heartbeats(server: MockServer, duration: float) -> float:
+    """µs per heartbeat through the server's lock and store, no HTTP (lower quartile)."""
+    env_id = "env_core"
+    made = server.create_work(env_id)
+    with server.lock:
+        env, now = server._touch(env_id)
+        env.poll(now)
+        env.ack(made.id, now)
+    token = NO_HEARTBEAT
+    chunks: list[float] = []
+    begin = time.perf_counter()
+    while time.perf_counter() - begin < duration or len(chunks) < 5:
+        start = time.perf_counter()
+        for _ in range(200):
+            with server.lock:
+                env, now = server._touch(env_id)
+                token = env.heartbeat(made.id, now, expected_last_heartbeat=token).last_heartbeat
+        chunks.append((time.perf_counter() - start) / 200 * 1e6)
+    return quantile(chunks, 0.25)
+
+
+def in_process_durability(duration: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        costs = {"memory": locked_heartbeats(MockServer(), duration)}
+        for sync in ("normal", "full"):
+            server = MockServer(state=os.path.join(tmp, f"{sync}.db"), state_sync=sync)
+            costs[sync] = locked_heartbeats(server, duration)
+            server.close()
+        costs["memory again"] = locked_heartbeats(MockServer(), duration)
+    base = min(costs["memory"], costs["memory again"])
+    print("\nin process (no HTTP): one heartbeat under MockServer's lock, with its commit")
+    for mode, cost in costs.items():
+        print(f"{mode:>14} {cost:>8.1f} µs/call {cost / base:>6.2f}× memory")
+
+
 def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
@@ -145,6 +242,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per level [3]")
     parser.add_argument("--clients", default="1,10,100", help="concurrency levels [1,10,100]")
+    parser.add_argument(
+        "--durable-clients",
+        default="1,10",
+        help="concurrency levels of the durability comparison; 'none' to skip it [1,10]",
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
     proc, url = start_server()
@@ -179,6 +281,9 @@ def main(argv: list[str]) -> int:
             proc.stdout.close()
     core = in_process_heartbeats(min(args.duration, 1.0))
     print(f"in-process Environment.heartbeat (no HTTP): {core:,.0f}/s")
+    if args.durable_clients != "none":
+        durability([int(c) for c in args.durable_clients.split(",")], args.duration)
+        in_process_durability(min(args.duration, 1.0))
     return 0
 
 

@@ -8,6 +8,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+# The fixtures of workstate's pytest plugin (its entry point is off here; see pyproject.toml).
+pytest_plugins = ["workstate.pytest_plugin"]
+
 settings.register_profile(
     "ci",
     max_examples=60,

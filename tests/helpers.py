@@ -1,8 +1,10 @@
-"""Builders shared by the core tests: a work item in each state, by legal operations only."""
+"""Builders shared by the tests: a work item in each state (by legal operations only), and a
+mock server's full state for "nothing changed" checks."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import attrs
 
@@ -44,3 +46,41 @@ def in_state(state: State, profile: Profile = ANTHROPIC, *, beat: bool = True) -
     if state is State.STOPPING:
         return w
     return w.stop(at(4))
+
+
+def full_state(server: Any) -> Any:
+    """Everything the server holds, private lease fields and index bookkeeping included."""
+    with server.lock:
+        envs = {}
+        for env_id, env in server._environments.items():
+            slots = [
+                (s.work, s.seq, s.delivery, s.live, s.aged, s.in_fresh, s.in_queued)
+                for s in env._order
+            ]
+            envs[env_id] = (
+                slots,
+                sorted(env._slots),
+                sorted(env._fresh),
+                sorted(env._queued),
+                list(env._log),
+                (env._log_head, env._log_aged, env._log_migrated, env._mark),
+                sorted(env._due),
+                sorted(env._leases),
+                env._depth,
+                env._pending,
+                env._delivered,
+                env._leased,
+                list(env._polls),
+                dict(env._pollers),
+                env._named_poll_seen,
+                env._id_counter,
+                env._now,
+            )
+        waiters = {k: len(v) for k, v in server._waiters.items()}
+        hub = server.sessions
+        sessions = (
+            dict(hub._sessions),
+            dict(hub._grants),
+            {k: len(v) for k, v in hub._waiters.items()},
+        )
+        return envs, waiters, sessions, server.clock.now()

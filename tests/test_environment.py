@@ -1158,3 +1158,47 @@ def test_a_fresh_id_skips_an_id_already_in_use() -> None:
     assert again is not None
     assert again.id not in ("work_fixed", taken)
     assert len({w.id for w in env.list(at(5)).data}) == 2
+
+
+def test_a_clock_standing_still_still_refuses_a_stale_token() -> None:
+    # The bug a manual clock exposed: every heartbeat answered the same last_heartbeat, so a
+    # worker re-sending a replaced token got 200 where the API answers 412.
+    env = env_with(1)
+    env.poll(T0)
+    env.ack("work_0", T0)
+    first = env.heartbeat("work_0", T0, expected_last_heartbeat=NO_HEARTBEAT)
+    second = env.heartbeat("work_0", T0, expected_last_heartbeat=first.last_heartbeat)
+    third = env.heartbeat("work_0", T0, expected_last_heartbeat=second.last_heartbeat)
+    tokens = [first.last_heartbeat, second.last_heartbeat, third.last_heartbeat]
+    assert tokens == [
+        "2026-07-01T08:15:00.000000Z",
+        "2026-07-01T08:15:00.000001Z",
+        "2026-07-01T08:15:00.000002Z",
+    ]
+    before = env.get("work_0", T0)
+    with pytest.raises(PreconditionFailedError) as info:
+        env.heartbeat("work_0", T0, expected_last_heartbeat=second.last_heartbeat)
+    assert info.value.current_state.last_heartbeat == third.last_heartbeat
+    assert env.get("work_0", T0) is before
+    # Later operations on the item happen at its own time, so its timestamps stay in order.
+    stopping = env.stop("work_0", T0)
+    assert stopping.stop_requested_at == T0 + 2 * US
+    assert invariant_violations(stopping) == []
+    assert env.latest_now == T0
+
+
+def test_the_records_of_a_clock_standing_still_check_clean() -> None:
+    from workstate import check_trace, heartbeat_record
+
+    env = env_with(1)
+    records: list[object] = [env.get("work_0", T0).to_json()]
+    env.poll(T0)
+    records.append(env.ack("work_0", T0).to_json())
+    token = NO_HEARTBEAT
+    for _ in range(3):
+        beat = env.heartbeat("work_0", T0, expected_last_heartbeat=token)
+        records.append(heartbeat_record("work_0", beat))
+        token = beat.last_heartbeat
+    records.append(env.stop("work_0", T0).to_json())
+    records.append(env.stop("work_0", T0).to_json())
+    assert check_trace(records, complete=True).ok

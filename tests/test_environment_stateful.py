@@ -103,6 +103,12 @@ class Reference:
         return depth, len(queued) - depth, oldest, len(recent) if self.polls else None
 
 
+def at(work: Work, now: dt.datetime) -> dt.datetime:
+    """When an operation on ``work`` happens: at ``now``, unless a heartbeat on a clock
+    standing still put the item's own time a few microseconds ahead (tokens never repeat)."""
+    return max(now, work.touched_at)
+
+
 def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
     """``("ok", result)`` or ``("error", (class, status, type))``."""
     try:
@@ -231,7 +237,7 @@ class EnvironmentMachine(RuleBasedStateMachine):
         work_id = self.pick(data, lambda w: w.state is State.QUEUED and w.delivered_to == worker)
         kind, got = self.same(
             lambda: self.env.ack(work_id, self.now, worker_id=worker),
-            lambda: self.ref.apply(work_id, lambda w: w.ack(self.now, worker_id=worker)),
+            lambda: self.ref.apply(work_id, lambda w: w.ack(at(w, self.now), worker_id=worker)),
         )
         if kind == "ok" and worker is not None and got.state in LEASED:
             known = self.beliefs.get((worker, work_id))
@@ -253,7 +259,9 @@ class EnvironmentMachine(RuleBasedStateMachine):
         _, token = self.beliefs.get((worker, work_id), (0, NO_HEARTBEAT))
 
         def on_ref(w: Work) -> Any:
-            return w.heartbeat(self.now, expected_last_heartbeat=token, desired_ttl_seconds=ttl)
+            return w.heartbeat(
+                at(w, self.now), expected_last_heartbeat=token, desired_ttl_seconds=ttl
+            )
 
         def ref_call() -> Any:
             new, result = self.ref_op(work_id, on_ref)()
@@ -285,7 +293,7 @@ class EnvironmentMachine(RuleBasedStateMachine):
         work_id = self.pick(data)
         self.same(
             lambda: self.env.stop(work_id, self.now, force=force),
-            lambda: self.ref.apply(work_id, lambda w: w.stop(self.now, force=force)),
+            lambda: self.ref.apply(work_id, lambda w: w.stop(at(w, self.now), force=force)),
         )
 
     @rule(
@@ -297,7 +305,7 @@ class EnvironmentMachine(RuleBasedStateMachine):
         work_id = self.pick(data)
         self.same(
             lambda: self.env.update_metadata(work_id, self.now, patch),
-            lambda: self.ref.apply(work_id, lambda w: w.update_metadata(self.now, patch)),
+            lambda: self.ref.apply(work_id, lambda w: w.update_metadata(at(w, self.now), patch)),
         )
 
     @rule(data=st.data())

@@ -70,7 +70,14 @@ def test_all_is_pinned() -> None:
 
 
 @pytest.mark.parametrize(
-    "module_name", ["workstate", "workstate.worker", "workstate.server", "workstate.testing"]
+    "module_name",
+    [
+        "workstate",
+        "workstate.worker",
+        "workstate.server",
+        "workstate.testing",
+        "workstate.pytest_plugin",
+    ],
 )
 def test_every_public_callable_and_class_has_a_docstring(module_name: str) -> None:
     module = importlib.import_module(module_name)
@@ -108,6 +115,17 @@ def test_dependencies_are_quarantined() -> None:
                 assert str(rel) in allowed, f"{rel} imports {dep}"
         if "hypothesis" in imported:
             assert rel.parts[0] == "testing", f"{rel} imports hypothesis"
+
+
+def test_the_server_exports() -> None:
+    import workstate.server
+
+    assert workstate.server.__all__ == [
+        "ConnectionDropped",
+        "MockServer",
+        "StateFileError",
+        "serve_in_thread",
+    ]
 
 
 def test_core_does_no_io() -> None:

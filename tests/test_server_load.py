@@ -35,7 +35,7 @@ from workstate.server import MockServer, serve_in_thread
 
 ITEMS = 240
 WORKERS = 16
-DEADLINE = 60.0
+DEADLINE = 120.0  # a safety net: under coverage on a shared machine a run can take a minute
 ENV = "env_load"
 # Short leases, so that leases lost by vanished workers expire within the run.
 # Stops answer with the item here (the load test reads the state a stop reached), and an ack

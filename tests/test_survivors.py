@@ -117,4 +117,4 @@ def test_a_lease_past_the_year_9999_is_refused_in_full() -> None:
     assert error.message == (
         "a lease of 120 s from 9999-12-31T23:59:00.000000Z would end after the year 9999"
     )
-    assert error.expected == "a time at least 120 s before 9999-12-31T23:59:59.999999Z"
+    assert error.expected == "a time more than 120 s before 9999-12-31T23:59:59.999999Z"

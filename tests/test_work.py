@@ -543,3 +543,32 @@ def test_an_unhashable_data_type_is_400() -> None:
     with pytest.raises(InvalidInputError) as info:
         Work.create(id="work_u", environment_id="env_u", data=WorkData(type=[], id="x"), now=T0)  # type: ignore[arg-type]
     assert info.value.key == "data.type"
+
+
+def test_heartbeats_at_one_instant_get_distinct_tokens_and_a_stale_one_is_refused() -> None:
+    # A clock standing still: every heartbeat at the same time.
+    w = in_state(State.ACTIVE)  # its heartbeat was at 2 s
+    now = w.latest_heartbeat_at
+    assert now is not None
+    w1, beat1 = w.heartbeat(now, expected_last_heartbeat=w.last_heartbeat)
+    # The item's time ran a microsecond ahead; a clock still standing there beats again.
+    w2, beat2 = w1.heartbeat(w1.touched_at, expected_last_heartbeat=beat1.last_heartbeat)
+    us = dt.timedelta(microseconds=1)
+    assert [beat1.last_heartbeat, beat2.last_heartbeat] == [
+        "2026-07-01T08:15:02.000001Z",
+        "2026-07-01T08:15:02.000002Z",
+    ]
+    assert w2.latest_heartbeat_at == w2.touched_at == now + 2 * us
+    assert w2.lease_expires_at == now + 2 * us + dt.timedelta(seconds=120)
+    assert invariant_violations(w2) == []
+    with pytest.raises(PreconditionFailedError) as info:
+        w2.heartbeat(now + 2 * us, expected_last_heartbeat=beat1.last_heartbeat)
+    assert info.value.status == 412
+    assert info.value.current_state.last_heartbeat == beat2.last_heartbeat
+
+
+def test_a_heartbeat_after_the_clock_moved_takes_the_clocks_time() -> None:
+    w = in_state(State.ACTIVE)
+    w1, beat = w.heartbeat(at(5), expected_last_heartbeat=w.last_heartbeat)
+    assert beat.last_heartbeat == "2026-07-01T08:15:05.000000Z"
+    assert w1.touched_at == at(5)

@@ -37,8 +37,11 @@ Each item is in exactly one of four classes, and two counters follow the first t
 Indexes (all heaps use lazy deletion: an entry is checked against the item when it reaches the
 top, and skipped when it no longer describes the item):
 
-* ``_order``: the items by creation, append-only; the creation sequence number is the index,
-  so a list cursor is a sequence number and a page is a slice.
+* ``_order``: the items by creation sequence number, append-only; a list cursor is a sequence
+  number.  While no item was ever dropped (see *Retention*) the number is the index and a page
+  is a slice; afterwards a page starts at a binary search.
+* ``_by_seq``: the items by sequence number, which is how every heap and log below names an
+  item (a sequence number missing from it is a dropped item: its entries are stale).
 * ``_fresh``: a heap of sequence numbers of the ``queued`` items nobody holds a delivery of,
   so a poll hands out the oldest by creation even when an item comes back from an expired
   lease long after younger items were queued.  An item has at most one entry (a flag on its
@@ -61,58 +64,99 @@ top, and skipped when it no longer describes the item):
 * ``_leases``: a heap of (deadline, sequence); every ack and heartbeat pushes the new deadline
   and the old entry goes stale.
 * ``_polls``/``_pollers``: the named workers' latest polls, trimmed to the last 30 s.
+* ``_stopped``: under a retention bound, the stopped items in the order they stopped (which is
+  ``stopped_at`` order).
+
+Retention.  With ``retain_stopped`` (a count) or ``retain_stopped_seconds`` (an age), every call
+first drops the oldest stopped items beyond the newest ``retain_stopped`` and those stopped more
+than ``retain_stopped_seconds`` ago; a dropped item is gone (``get`` is a 404, as for an id that
+never existed).  A call never sees more stopped items than the bound (the ones a call stops
+itself count from the next call on).  Only stopped items go, so no live lease, delivery or
+queue position is ever lost.  Dropping is O(1) per item: the item leaves ``_slots`` and
+``_by_seq`` at once, stale heap entries that still name it are skipped when they surface, and
+``_order`` marks it and is rebuilt when more than half of it is marks.  Without a bound (the
+default) every item is kept.
+
+Changes and restoring.  With ``track_changes=True`` the environment remembers which items a call
+changed, which it dropped, and whether its own bookkeeping (id counter, sequence, pollers)
+moved; :meth:`Environment.take_changes` hands that over and forgets it, so a store can write
+only what changed.  :meth:`Environment.restore` rebuilds an environment from such records
+(:meth:`Environment.state` and :meth:`Environment.item_states` give them all) and checks them
+first: a store may hand back anything.  An item's record says whether a delivery of it awaits
+its ack (``window_until``); a restore puts those deliveries back in ``_log`` by delivery time,
+so a reclaiming poll decides by its own window after a restart as before.
 
 Every call therefore costs O(log n) amortised (each heap entry is pushed by one earlier call
 and popped at most once; the structures that collect stale entries are rebuilt when more than
-half of them are stale), and ``expire_due`` O(k log n) for k expired items.  Nothing scans all
-items.  The one exception is a mix of windows: a poll with a longer window than an earlier
-poll's also pays O(log n) for each unacknowledged delivery made between the two bounds that
-is older by creation than its answer (polls that agree on a window never pay it).
-``benchmarks/environment.py`` measures it.
+half of them are stale, so memory follows the items held, not the items ever created), and
+``expire_due`` O(k log n) for k expired items.  Nothing scans all items.  The one exception
+is a mix of windows: a poll with a longer window than an earlier poll's also pays O(log n)
+for each unacknowledged delivery made between the two bounds that is older by creation than
+its answer (polls that agree on a window never pay it).  ``benchmarks/environment.py``
+measures it.
 
 Fresh ids.  Under a profile with ``fresh_id_on_redelivery``, a poll that hands an item out
 again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id from
 the environment's own generator (not ``id_factory``, which could fail or repeat an id half way
 through the poll): the slot keeps its place by creation, the old id leaves the id index and
-answers 404, so a stale worker cannot touch the new attempt.
+answers 404, so a stale worker cannot touch the new attempt.  With ``track_changes`` the old
+id counts as dropped, so a store keyed by id lets its record go.
 
 Rejections.  Arguments that can be checked alone (``block_ms``, ``limit``, a cursor, ...) are
 checked before anything happens.  A call refused later (404, 409, 412, a bad metadata patch)
 changes nothing it asked for; the time it carried still counts as seen, since expiries due by
 then have been applied (they depend only on time, so applying them early or late gives the
 same records).
+
+An item's own time may run a few microseconds ahead of the environment's: a heartbeat at the
+time of the item's previous one happens one microsecond later, so that heartbeat tokens never
+repeat (a stale token must meet 412 even on a clock standing still).  Operations on that item
+then happen at its own time, so its timestamps stay in order.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import builtins
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import heapq
+import itertools
+import math
+import operator
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
+from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._records import HeartbeatResult, WorkData, check_id, is_int
+from workstate._records import HeartbeatResult, WorkData, check_id, check_text, is_int
 from workstate._table import State
-from workstate._time import UTC, ensure_utc, format_time
+from workstate._text import excerpt
+from workstate._time import UTC, ensure_utc, format_time, saturating_add
 from workstate._work import Work
 
-__all__ = ["Environment", "QueueStats", "WorkPage"]
+__all__ = [
+    "Environment",
+    "EnvironmentChanges",
+    "EnvironmentState",
+    "ItemState",
+    "QueueStats",
+    "WorkPage",
+]
 
 _QUEUED, _STOPPED = State.QUEUED, State.STOPPED
 _ONE_MICROSECOND = _dt.timedelta(microseconds=1)
 _POLL_WINDOW = _dt.timedelta(seconds=30)
-_FOREVER = _dt.datetime.max.replace(tzinfo=UTC)
 _MAX_PAGE = 1000
 _COMPACT_SLACK = 1024  # a stale-heavy heap is rebuilt only past this many spare entries
 _B62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -121,6 +165,8 @@ _B62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _TO_B62 = bytes(_B62[b % 62] for b in range(256))
 _ID_DIGITS = 24
 _CURSOR = struct.Struct(">QI")  # creation sequence number, CRC-32 of the environment id
+_SEQ = operator.attrgetter("seq")
+_NO_LIMIT = 2**63
 
 
 @attrs.frozen(kw_only=True)
@@ -165,10 +211,66 @@ class WorkPage:
         return {"data": [w.to_json() for w in self.data], "next_page": self.next_page}
 
 
+@attrs.frozen(kw_only=True)
+class ItemState:
+    """One item as a store keeps it: its record and the environment's bookkeeping for it."""
+
+    work: Work
+    """The item's record, private lease fields included."""
+    seq: int
+    """The creation sequence number: the item's place in listings and in the queue."""
+    window_until: _dt.datetime | None = None
+    """While a delivery of the item awaits its ack (delivered, not acked): when the profile's
+    default redelivery window ends for it; None otherwise.  A poll with another window still
+    decides by the delivery time (see *Redelivery*)."""
+
+
+@attrs.frozen(kw_only=True)
+class EnvironmentState:
+    """The environment's own bookkeeping, apart from its items."""
+
+    id_counter: int
+    """How many generated ids were used: the next generated id is the one at this count."""
+    next_seq: int
+    """The sequence number of the next item created (items may have been dropped since)."""
+    named_poll_seen: bool = False
+    """Whether a poll ever named a worker (``workers_polling`` is null until one does)."""
+    pollers: Mapping[str, _dt.datetime] = attrs.field(factory=dict)
+    """Each worker that polled recently, and the time of its latest poll."""
+
+
+@attrs.frozen(kw_only=True)
+class EnvironmentChanges:
+    """What calls changed since the last :meth:`Environment.take_changes`."""
+
+    state: EnvironmentState | None
+    """The environment's bookkeeping, if it changed; None if it did not."""
+    items: tuple[ItemState, ...]
+    """The items created or changed (their latest state only)."""
+    dropped: tuple[str, ...]
+    """The ids of the stopped items dropped by the retention bound, and the ids an item gave
+    up for a fresh one (``fresh_id_on_redelivery``)."""
+
+    def __bool__(self) -> bool:
+        """Whether anything changed."""
+        return self.state is not None or bool(self.items) or bool(self.dropped)
+
+
+class _Tracker:
+    """What changed since the last :meth:`Environment.take_changes`."""
+
+    __slots__ = ("dropped", "items", "state")
+
+    def __init__(self) -> None:
+        self.items: dict[int, _Slot] = {}
+        self.dropped: list[str] = []
+        self.state = True  # a new environment is itself a change
+
+
 class _Slot:
     """One item's place in the environment: its current record and its index bookkeeping."""
 
-    __slots__ = ("aged", "delivery", "in_fresh", "in_queued", "live", "seq", "work")
+    __slots__ = ("aged", "delivery", "dropped", "in_fresh", "in_queued", "live", "seq", "work")
 
     def __init__(self, work: Work, seq: int) -> None:
         self.work = work
@@ -181,16 +283,55 @@ class _Slot:
         # Whether ``_fresh`` / ``_queued`` hold an entry for this item (valid or stale).
         self.in_fresh = False
         self.in_queued = False
+        # Dropped by the retention bound: ``_order`` still holds the slot until it is rebuilt.
+        self.dropped = False
+
+
+def check_retention(count: object, seconds: object) -> tuple[int, _dt.timedelta | None]:
+    """The retention bound as (count limit, age limit); a 400 naming the bad argument."""
+    if count is not None and (not is_int(count) or count < 0):
+        raise InvalidInputError(
+            f"retain_stopped must be an integer >= 0 or None, got {count!r}",
+            key="retain_stopped",
+            expected="an integer >= 0 (how many stopped items to keep), or None to keep all",
+            got=count,
+        )
+    age = None
+    if seconds is not None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not (0 <= seconds < math.inf)
+        ):
+            raise InvalidInputError(
+                f"retain_stopped_seconds must be a finite number >= 0 or None, got {seconds!r}",
+                key="retain_stopped_seconds",
+                expected="a finite number of seconds >= 0, or None to keep stopped items "
+                "whatever their age",
+                got=seconds,
+            )
+        try:
+            age = _dt.timedelta(seconds=seconds)
+        except OverflowError:  # more than a timedelta holds: older than any possible item
+            age = None
+    return (_NO_LIMIT if count is None else count), age
+
+
+def _item_time(slot: _Slot, now: _dt.datetime) -> _dt.datetime:
+    """The time of an operation on the slot's item: ``now``, or the item's own latest time
+    when a heartbeat on a clock standing still put it a few microseconds ahead (see
+    :meth:`Work.heartbeat <workstate.Work.heartbeat>`)."""
+    touched = slot.work.touched_at
+    return touched if touched > now else now
+
+
+MAX_WORKER_ID_LENGTH = 256
+"""How many characters a worker id may hold (it is stored with every poll that names it)."""
 
 
 def _check_worker_id(worker_id: object) -> str | None:
-    if worker_id is None or (type(worker_id) is str and worker_id):
-        return worker_id
-    raise InvalidInputError(
-        f"worker_id must be a non-empty string or None, got {worker_id!r}",
-        key="worker_id",
-        expected="a non-empty string, or None for an anonymous worker",
-        got=worker_id,
+    return check_text(  # type: ignore[no-any-return]
+        worker_id, "worker_id", nullable=True, empty=False, max_length=MAX_WORKER_ID_LENGTH
     )
 
 
@@ -201,6 +342,11 @@ class Environment:
     one seen); nothing reads a clock, sleeps or starts a thread.  **Not thread-safe**: an
     adapter that serves concurrent requests (such as the mock server) must serialise the calls,
     e.g. with one lock per environment.
+
+    ``retain_stopped`` and ``retain_stopped_seconds`` bound how many stopped items are kept and
+    for how long (default: all, for ever); see the module's theory of operation.  With
+    ``track_changes`` the environment records what each call changed for
+    :meth:`take_changes`, for a store that writes only that.
 
     Ids are generated in the API's style (``work_``/``sesn_`` and 24 base-62 characters) by a
     deterministic generator keyed by ``seed`` (default: the environment id), so two runs with
@@ -233,8 +379,14 @@ class Environment:
         profile: Profile = ANTHROPIC,
         id_factory: Callable[[str], str] | None = None,
         seed: int | str | bytes | None = None,
+        retain_stopped: int | None = None,
+        retain_stopped_seconds: float | None = None,
+        track_changes: bool = False,
     ) -> None:
         check_id(environment_id, "environment_id", "env_")
+        self._retain_count, self._retain_age = check_retention(
+            retain_stopped, retain_stopped_seconds
+        )
         if not isinstance(profile, Profile):
             raise InvalidInputError(
                 f"profile must be a Profile, got {type(profile).__name__}",
@@ -262,6 +414,15 @@ class Environment:
         self._now: _dt.datetime | None = None
         self._slots: dict[str, _Slot] = {}
         self._order: list[_Slot] = []
+        self._by_seq: dict[int, _Slot] = {}
+        self._next_seq = 0
+        self._holes = 0  # dropped slots still in ``_order``
+        # Stopped items in stopping order, kept only under a bound (nothing to drop otherwise).
+        bounded = retain_stopped is not None or self._retain_age is not None
+        self._stopped: deque[_Slot] | None = deque() if bounded else None
+        # What changed, for take_changes (None: not tracked).  Few attributes on purpose: past
+        # 30, CPython stops sharing instance dict keys, and every attribute read gets slower.
+        self._track = _Tracker() if track_changes else None
         self._fresh: list[int] = []
         self._queued: list[int] = []
         self._log: list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
@@ -283,7 +444,7 @@ class Environment:
     # ------------------------------------------------------------------ container protocol
     def __len__(self) -> int:
         """How many items the environment holds (every state, ``stopped`` included)."""
-        return len(self._order)
+        return len(self._slots)
 
     def __contains__(self, work_id: object) -> bool:
         """Whether an item with this id exists."""
@@ -292,7 +453,7 @@ class Environment:
     def __repr__(self) -> str:
         return (
             f"<Environment {self.environment_id} profile={self.profile.name} "
-            f"items={len(self._order)} depth={self._depth} pending={self._pending}>"
+            f"items={len(self._slots)} depth={self._depth} pending={self._pending}>"
         )
 
     @property
@@ -345,9 +506,16 @@ class Environment:
         )
         # Only a successful create consumes ids: a rejected one leaves the sequence as it was.
         self._id_counter = counter
-        slot = _Slot(work, len(self._order))
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        slot = _Slot(work, seq)
         self._order.append(slot)
         self._slots[work_id] = slot
+        self._by_seq[seq] = slot
+        track = self._track
+        if track is not None:
+            track.items[seq] = slot
+            track.state = True
         self._enter(slot, None)
         return work
 
@@ -372,7 +540,7 @@ class Environment:
         """
         if block_ms is not None and (not is_int(block_ms) or not 1 <= block_ms <= 999):
             raise InvalidInputError(
-                f"block_ms must be an integer from 1 to 999, got {block_ms!r}",
+                f"block_ms must be an integer from 1 to 999, got {excerpt(block_ms)}",
                 key="block_ms",
                 expected="an integer from 1 to 999 (milliseconds), or omitted",
                 got=block_ms,
@@ -385,7 +553,7 @@ class Environment:
         else:
             raise InvalidInputError(
                 f"reclaim_older_than_ms must be an integer >= {floor}, "
-                f"got {reclaim_older_than_ms!r}",
+                f"got {excerpt(reclaim_older_than_ms)}",
                 key="reclaim_older_than_ms",
                 expected=f"an integer >= {floor} (milliseconds), or omitted",
                 got=reclaim_older_than_ms,
@@ -398,6 +566,8 @@ class Environment:
             if self._pollers.get(worker_id) != now:
                 self._pollers[worker_id] = now
                 self._polls.append((now, worker_id))
+                if self._track is not None:
+                    self._track.state = True
         try:
             bound: _dt.datetime | None = now - _dt.timedelta(milliseconds=reclaim)
         except OverflowError:  # a window reaching before year 1: no delivery is that old
@@ -411,6 +581,9 @@ class Environment:
         work = work.deliver(now, worker_id=worker_id)
         self._leave(slot)
         slot.work = work
+        track = self._track
+        if track is not None:
+            track.items[slot.seq] = slot
         self._deliver(slot, now)
         return work
 
@@ -423,7 +596,7 @@ class Environment:
         worker_id = _check_worker_id(worker_id)
         now = self._begin(now)
         slot = self._slot(work_id)
-        self._replace(slot, slot.work.ack(now, worker_id=worker_id))
+        self._replace(slot, slot.work.ack(_item_time(slot, now), worker_id=worker_id))
         return slot.work
 
     def heartbeat(
@@ -442,7 +615,7 @@ class Environment:
         now = self._begin(now)
         slot = self._slot(work_id)
         work, result = slot.work.heartbeat(
-            now,
+            _item_time(slot, now),
             expected_last_heartbeat=expected_last_heartbeat,
             desired_ttl_seconds=desired_ttl_seconds,
         )
@@ -453,7 +626,7 @@ class Environment:
         """Stop the item, gracefully (``force=False``: the worker drains) or at once."""
         now = self._begin(now)
         slot = self._slot(work_id)
-        self._replace(slot, slot.work.stop(now, force=force))
+        self._replace(slot, slot.work.stop(_item_time(slot, now), force=force))
         return slot.work
 
     def update_metadata(
@@ -463,8 +636,12 @@ class Environment:
         now = self._begin(now)
         slot = self._slot(work_id)
         # The table's metadata rows keep the state and the lease: no index changes.
-        slot.work = slot.work.update_metadata(now, patch)
-        return slot.work
+        work = slot.work.update_metadata(_item_time(slot, now), patch)
+        if work is not slot.work:
+            slot.work = work
+            if self._track is not None:
+                self._track.items[slot.seq] = slot
+        return work
 
     def get(self, work_id: str, now: _dt.datetime) -> Work:
         """The item's current record (its lease expired first if it was due)."""
@@ -480,7 +657,7 @@ class Environment:
         """
         if not is_int(limit) or not 1 <= limit <= _MAX_PAGE:
             raise InvalidInputError(
-                f"limit must be an integer from 1 to {_MAX_PAGE}, got {limit!r}",
+                f"limit must be an integer from 1 to {_MAX_PAGE}, got {excerpt(limit)}",
                 key="limit",
                 expected=f"an integer from 1 to {_MAX_PAGE}",
                 got=limit,
@@ -488,18 +665,39 @@ class Environment:
         start = 0 if page is None else self._decode_cursor(page) + 1
         self._begin(now)
         order = self._order
-        end = start + limit
-        data = tuple(slot.work for slot in order[start:end])
-        next_page = self._encode_cursor(end - 1) if end < len(order) else None
-        return WorkPage(data=data, next_page=next_page)
+        if not self._holes and len(order) == self._next_seq:  # nothing dropped: index is seq
+            end = start + limit
+            data = tuple(slot.work for slot in order[start:end])
+            next_page = self._encode_cursor(end - 1) if end < len(order) else None
+            return WorkPage(data=data, next_page=next_page)
+        # Items were dropped: find the page's start by sequence number and skip the marks
+        # (fewer than half of ``_order``, which is rebuilt beyond that).
+        i, n = bisect.bisect_left(order, start, key=_SEQ), len(order)
+        found: builtins.list[Work] = []
+        last = -1
+        while i < n and len(found) < limit:
+            slot = order[i]
+            i += 1
+            if not slot.dropped:
+                found.append(slot.work)
+                last = slot.seq
+        while i < n and order[i].dropped:
+            i += 1
+        return WorkPage(data=tuple(found), next_page=self._encode_cursor(last) if i < n else None)
 
     def stats(self, now: _dt.datetime) -> QueueStats:
         """The queue's statistics at ``now`` (kept as counters: no scan of the items)."""
         now = self._begin(now)
-        queued, order = self._queued, self._order
-        while queued and order[queued[0]].work.state is not _QUEUED:
-            order[heapq.heappop(queued)].in_queued = False
-        oldest = order[queued[0]].work.created_at if queued else None
+        queued, by_seq = self._queued, self._by_seq
+        oldest = None
+        while queued:
+            slot = by_seq.get(queued[0])
+            if slot is not None and slot.work.state is _QUEUED:
+                oldest = slot.work.created_at
+                break
+            heapq.heappop(queued)
+            if slot is not None:
+                slot.in_queued = False
         self._trim_polls(now)
         return QueueStats(
             depth=self._depth,
@@ -521,7 +719,10 @@ class Environment:
         now = ensure_utc(now)
         self._check_time(now)
         self._now = now
-        return self._advance(now, collect=True)
+        expired = self._advance(now, collect=True)
+        if self._stopped:
+            self._retain(now)
+        return expired
 
     def next_change_at(self, *, reclaim_older_than_ms: int | None = None) -> _dt.datetime | None:
         """The earliest time at which time alone changes something, or None.
@@ -535,8 +736,11 @@ class Environment:
         window = self.profile.default_reclaim_older_than_ms
         if is_int(reclaim_older_than_ms) and reclaim_older_than_ms >= 0:
             window = reclaim_older_than_ms
-        order, leases = self._order, self._leases
-        while leases and order[leases[0][1]].work.lease_expires_at != leases[0][0]:
+        by_seq, leases = self._by_seq, self._leases
+        while leases:
+            slot = by_seq.get(leases[0][1])
+            if slot is not None and slot.work.lease_expires_at == leases[0][0]:
+                break
             heapq.heappop(leases)
         times = []
         oldest = self._oldest_delivery()
@@ -544,8 +748,257 @@ class Environment:
             with contextlib.suppress(OverflowError):  # past the year 9999: never by time
                 times.append(oldest + _dt.timedelta(milliseconds=window))
         if leases:
-            times.append(leases[0][0] + _ONE_MICROSECOND)
+            # A lease expires at the first instant after its deadline.  The core refuses a
+            # deadline with no such instant (see workstate._time); saturate all the same.
+            times.append(saturating_add(leases[0][0], _ONE_MICROSECOND))
         return min(times) if times else None
+
+    # ------------------------------------------------------------------ stores
+    def take_changes(self) -> EnvironmentChanges:
+        """What changed since the last call (or since creation or restore), and forget it.
+
+        Needs ``track_changes=True``.  Items appear once, in their latest state, however many
+        calls changed them; an item created and dropped in between does not appear.
+        """
+        track = self._track
+        if track is None:
+            raise InvalidInputError(
+                "take_changes needs an environment built with track_changes=True",
+                key="track_changes",
+                expected="Environment(..., track_changes=True)",
+                got=False,
+            )
+        items = tuple(
+            ItemState(work=slot.work, seq=slot.seq, window_until=self._window_until(slot))
+            for slot in track.items.values()
+        )
+        state = self.state() if track.state else None
+        dropped = tuple(track.dropped)
+        track.items.clear()
+        track.dropped.clear()
+        track.state = False
+        return EnvironmentChanges(state=state, items=items, dropped=dropped)
+
+    def state(self) -> EnvironmentState:
+        """The environment's own bookkeeping, as :meth:`restore` takes it."""
+        return EnvironmentState(
+            id_counter=self._id_counter,
+            next_seq=self._next_seq,
+            named_poll_seen=self._named_poll_seen,
+            pollers=dict(self._pollers),
+        )
+
+    def item_states(self) -> tuple[ItemState, ...]:
+        """Every item with its bookkeeping, by creation, as :meth:`restore` takes them."""
+        return tuple(
+            ItemState(work=slot.work, seq=slot.seq, window_until=self._window_until(slot))
+            for slot in self._order
+            if not slot.dropped
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        environment_id: str,
+        *,
+        now: _dt.datetime,
+        state: EnvironmentState,
+        items: Iterable[ItemState],
+        profile: Profile = ANTHROPIC,
+        id_factory: Callable[[str], str] | None = None,
+        seed: int | str | bytes | None = None,
+        retain_stopped: int | None = None,
+        retain_stopped_seconds: float | None = None,
+        track_changes: bool = False,
+    ) -> Environment:
+        """An environment rebuilt from :meth:`state` and :meth:`item_states` records.
+
+        ``now`` is the latest time the environment has seen (no earlier than any item's
+        latest change).  The records are checked before anything is built: an item of another
+        environment or profile, a duplicate id or sequence number, a record that breaks an
+        invariant (:func:`~workstate.invariant_violations`, private fields included) or a
+        redelivery window on an item that awaits no ack is a 400 naming the item and the key.
+        Leases and windows that fell due by ``now`` are applied by the next call, as they
+        would have been.  The other arguments are :class:`Environment`'s.
+        """
+        env = cls(
+            environment_id,
+            profile=profile,
+            id_factory=id_factory,
+            seed=seed,
+            retain_stopped=retain_stopped,
+            retain_stopped_seconds=retain_stopped_seconds,
+            track_changes=track_changes,
+        )
+        now = ensure_utc(now)
+        env._check_state(state, now)
+        records = sorted(env._checked_items(items, state.next_seq, now), key=_SEQ)
+        env._now = now
+        env._id_counter = state.id_counter
+        env._next_seq = state.next_seq
+        env._named_poll_seen = state.named_poll_seen
+        env._pollers = dict(sorted(state.pollers.items(), key=lambda pair: pair[1]))
+        env._polls = deque((at, worker) for worker, at in env._pollers.items())
+        delivered = []
+        for record in records:
+            slot = _Slot(record.work, record.seq)
+            env._order.append(slot)
+            env._slots[record.work.id] = slot
+            env._by_seq[record.seq] = slot
+            env._enter(slot, None)
+            if record.window_until is not None:
+                delivered.append(slot)
+        # Deliveries awaiting their ack go back in the log in delivery order (time order); a
+        # default window that ended by ``now`` is applied by the next call, as it would have been.
+        delivered.sort(key=lambda s: (s.work.delivered_at, s.seq))
+        for slot in delivered:
+            at = slot.work.delivered_at
+            assert at is not None  # (checked: a window only on a delivered queued item)
+            env._leave(slot)  # (not yet a delivery: out of ``depth``)
+            slot.delivery += 1
+            slot.live = True
+            env._delivered += 1
+            env._pending += 1
+            env._log.append((at, saturating_add(at, env._default_window), slot.seq, slot.delivery))
+        # Stopped items were entered by creation; retention drops them in stopping order.
+        if env._stopped is not None:
+            env._stopped = deque(sorted(env._stopped, key=lambda s: (s.work.stopped_at, s.seq)))
+        if env._track is not None:
+            env._track = _Tracker()
+            env._track.state = False
+        return env
+
+    def _check_state(self, state: object, now: _dt.datetime) -> None:
+        def bad(key: str, expected: str, got: object) -> InvalidInputError:
+            return InvalidInputError(
+                f"cannot restore environment {self.environment_id}: state.{key} must be "
+                f"{expected}, got {got!r}",
+                key=f"state.{key}",
+                expected=expected,
+                got=got,
+            )
+
+        if not isinstance(state, EnvironmentState):
+            raise InvalidInputError(
+                f"cannot restore environment {self.environment_id}: state must be an "
+                f"EnvironmentState, got {type(state).__name__}",
+                key="state",
+                expected="an EnvironmentState",
+                got=state,
+            )
+        for key in ("id_counter", "next_seq"):
+            value = getattr(state, key)
+            if not is_int(value) or value < 0:
+                raise bad(key, "an integer >= 0", value)
+        if not isinstance(state.named_poll_seen, bool):
+            raise bad("named_poll_seen", "true or false", state.named_poll_seen)
+        pollers = state.pollers
+        if not isinstance(pollers, Mapping):
+            raise bad("pollers", "a mapping of worker ids to times", pollers)
+        for worker, at in pollers.items():
+            if type(worker) is not str or not worker:
+                raise bad("pollers", "keyed by non-empty worker ids", worker)
+            if not isinstance(at, _dt.datetime) or at.utcoffset() is None or at > now:
+                raise bad(f"pollers.{worker}", f"an aware time at or before {format_time(now)}", at)
+        if pollers and not state.named_poll_seen:
+            raise bad("named_poll_seen", "true when pollers are recorded", False)
+
+    def _checked_items(
+        self, items: Iterable[ItemState], next_seq: int, now: _dt.datetime
+    ) -> builtins.list[ItemState]:
+        records: builtins.list[ItemState] = []
+        ids: set[str] = set()
+        seqs: set[int] = set()
+        for n, record in enumerate(items):
+            if not isinstance(record, ItemState) or not isinstance(record.work, Work):
+                raise InvalidInputError(
+                    f"cannot restore environment {self.environment_id}: items[{n}] must be an "
+                    f"ItemState holding a Work, got {record!r}",
+                    key=f"items[{n}]",
+                    expected="an ItemState(work=Work(...), seq=..., window_until=...)",
+                    got=record,
+                )
+            work = record.work
+            bad = functools.partial(self._bad_item, n, work)
+
+            if work.environment_id != self.environment_id:
+                raise bad(
+                    "environment_id",
+                    f"belongs to environment {work.environment_id!r}",
+                    self.environment_id,
+                    work.environment_id,
+                )
+            if work.profile != self.profile:
+                raise bad(
+                    "profile",
+                    f"follows profile {work.profile.name!r}, not {self.profile.name!r}",
+                    self.profile.name,
+                    work.profile.name,
+                )
+            if work.id in ids:
+                raise bad("id", "appears twice", "each work id once", work.id)
+            seq = record.seq
+            if not is_int(seq) or not 0 <= seq < next_seq or seq in seqs:
+                raise bad(
+                    "seq",
+                    f"has the sequence number {seq!r}",
+                    f"a sequence number from 0 to {next_seq - 1} (state.next_seq - 1), each once",
+                    seq,
+                )
+            problems = invariant_violations(work)
+            if problems:
+                first = problems[0]
+                raise bad(first.key, f"breaks an invariant: {first.message}", "valid records", work)
+            if work.touched_at > now:
+                raise bad(
+                    "touched_at",
+                    f"changed at {format_time(work.touched_at)}, after now ({format_time(now)})",
+                    f"a time at or before {format_time(now)}",
+                    work.touched_at,
+                )
+            until = record.window_until
+            if until is not None and (
+                not isinstance(until, _dt.datetime)
+                or until.utcoffset() is None
+                or work.state is not _QUEUED
+                or work.delivered_at is None
+                or until < work.delivered_at
+            ):
+                raise bad(
+                    "window_until",
+                    f"has a redelivery window ({until!r}) but is {work.state.value} and "
+                    f"delivered at {work.delivered_at!r}",
+                    "a time at or after delivered_at on a delivered queued item, or None",
+                    until,
+                )
+            ids.add(work.id)
+            seqs.add(seq)
+            records.append(record)
+        # The queue's oldest item is the one of lowest sequence number: creation order.
+        ordered = sorted(records, key=_SEQ)
+        for before, after in itertools.pairwise(ordered):
+            if after.work.created_at < before.work.created_at:
+                raise InvalidInputError(
+                    f"cannot restore environment {self.environment_id}: item "
+                    f"{after.work.id!r} (seq {after.seq}) was created before item "
+                    f"{before.work.id!r} (seq {before.seq}); sequence is creation order",
+                    key="items.seq",
+                    expected="sequence numbers in created_at order",
+                    got=after.seq,
+                    work_id=after.work.id,
+                )
+        return ordered
+
+    def _bad_item(
+        self, n: int, work: Work, key: str, problem: str, expected: str, got: object
+    ) -> InvalidInputError:
+        return InvalidInputError(
+            f"cannot restore environment {self.environment_id}: item {work.id!r} {problem}",
+            key=f"items[{n}].{key}",
+            expected=expected,
+            got=got,
+            work_id=work.id,
+        )
 
     # ------------------------------------------------------------------ time
     def _check_time(self, now: _dt.datetime) -> None:
@@ -568,14 +1021,17 @@ class Environment:
         leases, log, aged = self._leases, self._log, self._log_aged
         if (leases and leases[0][0] < now) or (aged < len(log) and log[aged][1] <= now):
             self._advance(now, collect=False)
+        stopped = self._stopped
+        if stopped and (len(stopped) > self._retain_count or self._retain_age is not None):
+            self._retain(now)
         return now
 
     def _advance(self, now: _dt.datetime, *, collect: bool) -> builtins.list[Work]:
-        order, log = self._order, self._log
+        by_seq, log = self._by_seq, self._log
         aged, end = max(self._log_aged, self._log_head), len(log)
         while aged < end and log[aged][1] <= now:
-            slot = order[log[aged][2]]
-            if slot.live and slot.delivery == log[aged][3] and not slot.aged:
+            slot = by_seq.get(log[aged][2])
+            if slot is not None and slot.live and slot.delivery == log[aged][3] and not slot.aged:
                 # The default window ended: pending → ready (for a poll with that window).
                 slot.aged = True
                 self._pending -= 1
@@ -586,16 +1042,48 @@ class Environment:
         leases = self._leases
         while leases and leases[0][0] < now:
             deadline, seq = heapq.heappop(leases)
-            slot = order[seq]
-            if slot.work.lease_expires_at == deadline:
+            slot = by_seq.get(seq)
+            if slot is not None and slot.work.lease_expires_at == deadline:
                 self._replace(slot, slot.work.expire(deadline + _ONE_MICROSECOND))
                 if collect:
                     expired.append(slot.work)
         return expired
 
+    def _retain(self, now: _dt.datetime) -> None:
+        """Drop the stopped items beyond the retention bound (oldest stopped first)."""
+        stopped = self._stopped
+        assert stopped is not None  # (called only when it holds items)
+        while len(stopped) > self._retain_count:
+            self._drop(stopped.popleft())
+        age = self._retain_age
+        if age is not None and stopped:
+            try:
+                horizon = now - age
+            except OverflowError:  # before year 1: nothing is that old
+                return
+            while stopped:
+                at = stopped[0].work.stopped_at
+                if at is None or at >= horizon:  # (a stopped item always has stopped_at)
+                    break
+                self._drop(stopped.popleft())
+
+    def _drop(self, slot: _Slot) -> None:
+        work_id = slot.work.id
+        del self._slots[work_id]
+        del self._by_seq[slot.seq]
+        slot.dropped = True
+        self._holes += 1
+        if self._holes > len(self._order) // 2 + _COMPACT_SLACK:
+            self._order = [s for s in self._order if not s.dropped]
+            self._holes = 0
+        track = self._track
+        if track is not None:
+            track.items.pop(slot.seq, None)
+            track.dropped.append(work_id)
+
     def _trim_polls(self, now: _dt.datetime) -> None:
         polls, pollers = self._polls, self._pollers
-        horizon = now - _POLL_WINDOW
+        horizon = saturating_add(now, -_POLL_WINDOW)  # near year 1 the window starts at year 1
         while polls and polls[0][0] < horizon:
             at, worker = polls.popleft()
             if pollers.get(worker) == at:
@@ -613,7 +1101,7 @@ class Environment:
         slot = self._slots.get(work_id)
         if slot is None:
             raise NotFoundError(
-                f"no work item {work_id!r} in environment {self.environment_id}",
+                f"no work item {excerpt(work_id)} in environment {self.environment_id}",
                 work_id=work_id,
             )
         return slot
@@ -625,6 +1113,9 @@ class Environment:
             return  # a safe retry or a no-change answer
         self._leave(slot)
         slot.work = work
+        track = self._track
+        if track is not None:
+            track.items[slot.seq] = slot
         self._enter(slot, old.lease_expires_at)
 
     def _leave(self, slot: _Slot) -> None:
@@ -655,11 +1146,19 @@ class Environment:
             if not slot.in_queued:
                 slot.in_queued = True
                 heapq.heappush(self._queued, slot.seq)
+                if len(self._queued) > 2 * (self._depth + self._pending) + _COMPACT_SLACK:
+                    self._compact_queued()
             self._depth += 1
             if not slot.in_fresh:
                 slot.in_fresh = True
                 heapq.heappush(self._fresh, slot.seq)
-        elif state is not _STOPPED:
+                if len(self._fresh) > 2 * self._depth + _COMPACT_SLACK:
+                    self._compact_fresh()
+        elif state is _STOPPED:
+            stopped = self._stopped
+            if stopped is not None:
+                stopped.append(slot)
+        else:
             self._leased += 1
             deadline = work.lease_expires_at
             if deadline is not None and deadline != old_deadline:
@@ -674,15 +1173,21 @@ class Environment:
         slot.aged = False
         self._delivered += 1
         self._pending += 1
-        try:
-            aged_at = now + self._default_window
-        except OverflowError:  # past the year 9999: never older than the default window
-            aged_at = _FOREVER
+        # Past the year 9999 the default window never ends by time.
+        aged_at = saturating_add(now, self._default_window)
         self._log.append((now, aged_at, slot.seq, slot.delivery))
         if aged_at <= now:  # a default window of 0: ready again at once
             self._advance(now, collect=False)
         if len(self._log) - self._log_head > 2 * self._delivered + _COMPACT_SLACK:
             self._compact_log()
+
+    def _live_delivery(self, seq: int, delivery: int) -> _Slot | None:
+        """The item whose delivery number ``delivery`` still awaits its ack, or None (the
+        delivery ended, or the item was dropped: a stale entry)."""
+        slot = self._by_seq.get(seq)
+        if slot is not None and slot.live and slot.delivery == delivery:
+            return slot
+        return None
 
     def _take(self, bound: _dt.datetime | None) -> _Slot | None:
         """The oldest-created item a poll may hand out, removed from its index, or None.
@@ -690,14 +1195,15 @@ class Environment:
         ``bound`` is ``now - reclaim_older_than_ms``: a delivery at or before it may be taken
         over (None: none may).
         """
-        order = self._order
+        by_seq = self._by_seq
         fresh = self._fresh
         while fresh:
-            slot = order[fresh[0]]
-            if slot.work.state is _QUEUED and not slot.live:
+            slot = by_seq.get(fresh[0])
+            if slot is not None and slot.work.state is _QUEUED and not slot.live:
                 break
             heapq.heappop(fresh)
-            slot.in_fresh = False
+            if slot is not None:  # (a dropped slot is gone, flag and all)
+                slot.in_fresh = False
         due = self._due
         if bound is not None:
             mark = self._mark
@@ -706,8 +1212,7 @@ class Environment:
             held: builtins.list[tuple[int, int, _dt.datetime]] = []
             while due:
                 seq, delivery, at = due[0]
-                slot = order[seq]
-                if not slot.live or slot.delivery != delivery:
+                if self._live_delivery(seq, delivery) is None:
                     heapq.heappop(due)  # stale: that delivery ended
                 elif at > bound:
                     held.append(heapq.heappop(due))  # too young for this poll's window
@@ -715,41 +1220,37 @@ class Environment:
                     break
             taken = None
             if due and (not fresh or due[0][0] < fresh[0]):
-                taken = order[heapq.heappop(due)[0]]
+                taken = by_seq[heapq.heappop(due)[0]]  # (checked live just above)
             for entry in held:
                 heapq.heappush(due, entry)
             if taken is not None:
                 return taken
         if fresh:
-            slot = order[heapq.heappop(fresh)]
+            slot = by_seq[heapq.heappop(fresh)]  # (checked at the top)
             slot.in_fresh = False
             return slot
         return None
 
     def _migrate(self, bound: _dt.datetime) -> None:
         """Move every live delivery made at or before ``bound`` from ``_log`` into ``_due``."""
-        order, log, due = self._order, self._log, self._due
+        log, due = self._log, self._due
         i, end = max(self._log_migrated, self._log_head), len(log)
         while i < end and log[i][0] <= bound:
             at, _, seq, delivery = log[i]
-            slot = order[seq]
-            if slot.live and slot.delivery == delivery:
+            if self._live_delivery(seq, delivery) is not None:
                 heapq.heappush(due, (seq, delivery, at))
             i += 1
         self._log_migrated = i
         self._mark = bound
         if len(due) > 2 * self._delivered + _COMPACT_SLACK:
-            self._due = [e for e in due if order[e[0]].live and order[e[0]].delivery == e[1]]
+            self._due = [e for e in due if self._live_delivery(e[0], e[1]) is not None]
             heapq.heapify(self._due)
 
     def _oldest_delivery(self) -> _dt.datetime | None:
         """When the oldest delivery still awaiting its ack was made, or None."""
-        order, log = self._order, self._log
+        log = self._log
         head, end = self._log_head, len(log)
-        while head < end:
-            slot = order[log[head][2]]
-            if slot.live and slot.delivery == log[head][3]:
-                break
+        while head < end and self._live_delivery(log[head][2], log[head][3]) is None:
             head += 1
         self._log_head = head
         if head > _COMPACT_SLACK and head * 2 > end:
@@ -759,12 +1260,10 @@ class Environment:
 
     def _compact_log(self) -> None:
         """Drop the stale entries of ``_log``, keeping the three positions on the same entries."""
-        order, log = self._order, self._log
         kept: builtins.list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
         aged = migrated = 0
-        for i, entry in enumerate(log):
-            slot = order[entry[2]]
-            if slot.live and slot.delivery == entry[3]:
+        for i, entry in enumerate(self._log):
+            if self._live_delivery(entry[2], entry[3]) is not None:
                 kept.append(entry)
             if i + 1 == self._log_aged:
                 aged = len(kept)
@@ -775,9 +1274,46 @@ class Environment:
         self._log_aged = aged
         self._log_migrated = migrated
 
+    def _compact_fresh(self) -> None:
+        # Entries of items that are no longer fresh go; their flags say so, so that the items
+        # get a new entry if they become fresh again.
+        by_seq, live = self._by_seq, []
+        for seq in self._fresh:
+            slot = by_seq.get(seq)
+            if slot is None:
+                continue
+            if slot.work.state is _QUEUED and not slot.live:
+                live.append(seq)
+            else:
+                slot.in_fresh = False
+        heapq.heapify(live)
+        self._fresh = live
+
+    def _compact_queued(self) -> None:
+        by_seq, live = self._by_seq, []
+        for seq in self._queued:
+            slot = by_seq.get(seq)
+            if slot is None:
+                continue
+            if slot.work.state is _QUEUED:
+                live.append(seq)
+            else:
+                slot.in_queued = False
+        heapq.heapify(live)
+        self._queued = live
+
+    def _window_until(self, slot: _Slot) -> _dt.datetime | None:
+        """What :class:`ItemState` keeps of a delivery awaiting its ack (None: there is none)."""
+        if not slot.live:
+            return None
+        at = slot.work.delivered_at
+        assert at is not None  # (a live delivery is a delivered queued item)
+        return saturating_add(at, self._default_window)
+
     def _rekey(self, slot: _Slot) -> Work:
         """Give the item a fresh id (the old one leaves the index and answers 404)."""
         work = slot.work
+        old_id = work.body.id
         # The environment's own generator, even with an ``id_factory``: the item has already
         # been taken from its index, so nothing here may fail or repeat an id in use.
         counter = self._id_counter
@@ -785,19 +1321,23 @@ class Environment:
         while new_id in self._slots:
             new_id, counter = self._hashed_id("work_", counter)
         self._id_counter = counter
-        del self._slots[work.body.id]
+        del self._slots[old_id]
         self._slots[new_id] = slot
         work = attrs.evolve(work, body=attrs.evolve(work.body, id=new_id))
         slot.work = work
+        track = self._track
+        if track is not None:
+            track.state = True  # the id counter moved
+            track.dropped.append(old_id)  # a store keyed by id lets the old one go
         return work
 
     def _compact_leases(self) -> None:
-        order = self._order
-        live = {
-            (deadline, seq)
-            for deadline, seq in self._leases
-            if order[seq].work.lease_expires_at == deadline
-        }
+        by_seq = self._by_seq
+        live = set()
+        for deadline, seq in self._leases:
+            slot = by_seq.get(seq)
+            if slot is not None and slot.work.lease_expires_at == deadline:
+                live.add((deadline, seq))
         self._leases = list(live)
         heapq.heapify(self._leases)
 
@@ -843,11 +1383,11 @@ class Environment:
             except (binascii.Error, UnicodeEncodeError):
                 raw = b""
             if len(raw) != _CURSOR.size:
-                problem = f"page {page!r} is not a cursor this API returned"
+                problem = f"page {excerpt(page)} is not a cursor this API returned"
             else:
                 seq, check = _CURSOR.unpack(raw)
-                if check != self._cursor_check or seq >= len(self._order):
-                    problem = f"page {page!r} is not a cursor of this environment's listing"
+                if check != self._cursor_check or seq >= self._next_seq:
+                    problem = f"page {excerpt(page)} is not a cursor of this environment's listing"
                 else:
                     return int(seq)
         raise InvalidInputError(

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from workstate._text import bounded, safe_message
+
 if TYPE_CHECKING:
     from workstate._table import Operation, State
 
@@ -79,6 +81,8 @@ class WorkstateError(Exception):
         allowed: Sequence[Operation] = (),
         error_code: str | None = None,
     ) -> None:
+        # Whatever a message quotes, it can always be rendered, and it stays short.
+        message = safe_message(message)
         super().__init__(message)
         self._error_code = error_code
         self.message = message
@@ -164,7 +168,8 @@ class InvalidInputError(WorkstateError):
     """400: an input is malformed or out of range (spec §8).
 
     ``key`` names the input (a JSON key, a query parameter, an argument), ``expected`` says what
-    would have been accepted and ``got`` holds what was received.
+    would have been accepted and ``got`` holds what was received (a long string cut to its
+    first 256 characters, so an error never holds a huge input).
     """
 
     default_status = 400
@@ -193,9 +198,9 @@ class InvalidInputError(WorkstateError):
             operation=operation,
             error_code=error_code,
         )
-        self.key = key
+        self.key = safe_message(key, 200)
         self.expected = expected
-        self.got = got
+        self.got = bounded(got)
 
 
 class NotFoundError(WorkstateError):

@@ -16,6 +16,21 @@ records hold plain ``datetime`` values in UTC (a ``pendulum.DateTime`` is accept
 :func:`format_time` writes the fields with one ``%`` format: about twice as fast as
 ``replace(tzinfo=None).isoformat(timespec=...)`` (``replace`` and keyword parsing dominate),
 with the same text for every year 1-9999.  It matters because every heartbeat formats its token.
+
+The edges of time.  A ``datetime`` spans 0001-01-01 to 9999-12-31T23:59:59.999999 and raises
+``OverflowError`` past either end; the core raises only its own errors, so every sum of a time
+and a duration follows one of two rules:
+
+* a time the caller will *see* (a lease deadline, and the expiry instant one microsecond after
+  it) must exist: a lease that would end at or past :data:`LATEST` is refused with a 400 on
+  ``now`` (the operation that asked for it changes nothing), so ``deadline + 1 µs`` always
+  exists too;
+* a time the core only *compares* (the end of a redelivery window, the start of the 30 s
+  window of polling workers) saturates at the edge (:func:`saturating_add`): a window past the
+  year 9999 never ends by time, and a window reaching back before the year 1 starts there.
+
+Clocks and parsers stay inside the range the same way: :meth:`ManualClock.advance` refuses to
+pass the year 9999, and a parsed time with an offset that leaves the range is a 400.
 """
 
 from __future__ import annotations
@@ -27,20 +42,28 @@ import pendulum
 
 from workstate._errors import InvalidInputError
 from workstate._profile import Precision
+from workstate._text import excerpt
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "UTC",
     "ManualClock",
     "SystemClock",
     "ensure_utc",
     "format_time",
     "parse_time",
+    "saturating_add",
     "to_pendulum",
     "truncate",
 ]
 
 UTC = _dt.UTC
 _datetime = _dt.datetime
+EARLIEST = _datetime.min.replace(tzinfo=UTC)
+"""The earliest time the core can hold: 0001-01-01T00:00:00Z."""
+LATEST = _datetime.max.replace(tzinfo=UTC)
+"""The latest time the core can hold: 9999-12-31T23:59:59.999999Z."""
 _ZERO = _dt.timedelta(0)
 # Module constants: reading a member off an enum class costs a metaclass lookup.
 _SECONDS, _MICROSECONDS = Precision.SECONDS, Precision.MICROSECONDS
@@ -100,6 +123,30 @@ def ensure_utc(value: object, *, name: str = "now") -> _dt.datetime:
     )
 
 
+def saturating_add(
+    value: _dt.datetime, delta: _dt.timedelta = _ZERO, *, milliseconds: int = 0
+) -> _dt.datetime:
+    """``value + delta + milliseconds``, held at :data:`EARLIEST` or :data:`LATEST` instead of
+    overflowing (even when the duration itself is too large for a ``timedelta``).
+
+    Only for times the core compares and never shows (see the edges of time above).
+
+    >>> import datetime as dt
+    >>> saturating_add(LATEST, dt.timedelta(seconds=5)) == LATEST
+    True
+    >>> saturating_add(EARLIEST, -dt.timedelta(seconds=30)) == EARLIEST
+    True
+    >>> saturating_add(EARLIEST, milliseconds=10**30) == LATEST
+    True
+    """
+    try:
+        if milliseconds:
+            delta = delta + _dt.timedelta(milliseconds=milliseconds)
+        return value + delta
+    except OverflowError:
+        return LATEST if (delta > _ZERO or milliseconds > 0) else EARLIEST
+
+
 def truncate(value: _dt.datetime, precision: Precision) -> _dt.datetime:
     """``value`` cut to ``precision`` (whole seconds drop the microseconds)."""
     if precision is _SECONDS and value.microsecond:
@@ -152,9 +199,9 @@ def parse_time(text: object, *, key: str = "timestamp") -> _dt.datetime:
         )
     if _RFC3339.fullmatch(text) is None:
         if _NAIVE.fullmatch(text) is not None:
-            problem = f"{key} has no UTC offset: {text!r}"
+            problem = f"{key} has no UTC offset: {excerpt(text)}"
         else:
-            problem = f"{key} is not an RFC 3339 timestamp: {text!r}"
+            problem = f"{key} is not an RFC 3339 timestamp: {excerpt(text)}"
         raise InvalidInputError(
             f"{problem}; expected {_ACCEPTED}", key=key, expected=_ACCEPTED, got=text
         )
@@ -162,7 +209,7 @@ def parse_time(text: object, *, key: str = "timestamp") -> _dt.datetime:
         value = _datetime.fromisoformat(text.upper())
     except ValueError as exc:  # e.g. month 13, second 60
         raise InvalidInputError(
-            f"{key} is not a valid timestamp: {text!r} ({exc}); expected {_ACCEPTED}",
+            f"{key} is not a valid timestamp: {excerpt(text)} ({exc}); expected {_ACCEPTED}",
             key=key,
             expected=_ACCEPTED,
             got=text,
@@ -231,3 +278,12 @@ class ManualClock:
             )
         self._now = value
         return value
+
+
+def resume_manual_clock(clock: ManualClock, value: _dt.datetime) -> None:
+    """Put ``clock`` at ``value``, earlier or later: for a server resuming from its state file.
+
+    The one way back in time, and only before the resumed server hands any time to the core:
+    its clock continues from the last time it used.
+    """
+    clock._now = ensure_utc(value, name="clock")

@@ -75,6 +75,7 @@ __all__ = [
     "TraceViolation",
     "check_trace",
     "heartbeat_record",
+    "journal_trace_records",
     "main",
 ]
 
@@ -188,6 +189,43 @@ def check_trace(
     for record in records:
         checker.feed(record)
     return checker.finish()
+
+
+def journal_trace_records(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The trace records in a request journal of the mock server (``GET /mock/journal``'s
+    entries, or the lines of ``serve --journal FILE``), in the order the server applied them.
+
+    Every successful answer that shows an item becomes a record: the work object of a
+    creation, poll, ack, stop (for a stop answered 204, the item its entry keeps), read or
+    metadata update, each item of a listing, and a
+    heartbeat answer (tied to the entry's ``work_id``).  An answer the server computed but
+    withheld (a ``drop: after`` fault) counts too: it is what the server did.  The journal
+    records every client call, so the records may be checked with ``complete=True``.
+    """
+    ordered = sorted(entries, key=_applied_order)
+    out: list[dict[str, Any]] = []
+    for entry in ordered:
+        status, answer = entry.get("status"), entry.get("response")
+        withheld = entry.get("withheld")
+        if isinstance(withheld, Mapping):
+            status, answer = withheld.get("status"), withheld.get("response")
+        item = entry.get("item")
+        if status == 204 and isinstance(item, Mapping):
+            status, answer = 200, item  # a stop answered 204: the item it left
+        if status != 200 or not isinstance(answer, Mapping):
+            continue
+        kind = answer.get("type")
+        if kind == "work":
+            out.append(dict(answer))
+        elif kind == "work_heartbeat" and isinstance(entry.get("work_id"), str):
+            out.append(heartbeat_record(entry["work_id"], answer))
+        elif isinstance(answer.get("data"), list):
+            out.extend(dict(w) for w in answer["data"] if isinstance(w, Mapping))
+    return out
+
+
+def _is_journal_entry(record: object) -> bool:
+    return isinstance(record, Mapping) and "seq" in record and "operation" in record
 
 
 # ------------------------------------------------------------------------------ the rules
@@ -441,6 +479,9 @@ class _Search:
                 t = beat.time
                 if move is None or t is None or t < node.cursor:
                     continue
+                latest = node.stamps[_LATEST]
+                if isinstance(latest, _dt.datetime) and t <= latest:
+                    continue  # every heartbeat that extends a lease hands out a new token
                 sets = [_INDEX[s] for s in _STAMPS if s in move.sets]
                 if any(node.stamps[i] == _FINAL for i in sets):
                     continue
@@ -1010,6 +1051,21 @@ class TraceChecker:
                         "latest time the item had already reached",
                     )
                 ]
+            latest = [
+                n.stamps[_LATEST]
+                for n in closed
+                if n.state in rules.beat and isinstance(n.stamps[_LATEST], _dt.datetime)
+            ]
+            if latest and all(beat.time <= t for t in latest if isinstance(t, _dt.datetime)):
+                return [
+                    (
+                        "heartbeat",
+                        "last_heartbeat",
+                        f"last_heartbeat {token} repeats the time of the item's previous "
+                        "heartbeat; every heartbeat that extends the lease hands out a new "
+                        "token (a microsecond later when the clock has not moved)",
+                    )
+                ]
             # Defensive: a node that can beat at or after its own time always can.
             return [  # pragma: no cover
                 (
@@ -1094,7 +1150,8 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workstate check",
         description="Check that some sequence of legal operations explains a recorded trace "
-        "of work snapshots and heartbeat answers (JSON Lines).",
+        "of work snapshots and heartbeat answers (JSON Lines), or the request journal of "
+        "the mock server (serve --journal FILE).",
     )
     parser.add_argument("file", metavar="FILE", help="the trace, JSON Lines; - for stdin")
     parser.add_argument(
@@ -1146,7 +1203,13 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _read(stream: Iterable[str], name: str, checker: TraceChecker, lines: list[int]) -> str | None:
-    """Feed every line of ``stream``; returns a complaint about unreadable input, or None."""
+    """Feed every line of ``stream``; returns a complaint about unreadable input, or None.
+
+    A request journal of the mock server (lines with ``seq`` and ``operation``) is turned
+    into its trace records first (:func:`journal_trace_records`); each record's line is the
+    line of the journal entry it came from.
+    """
+    journal: list[tuple[int, Mapping[str, Any]]] = []
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
@@ -1154,6 +1217,23 @@ def _read(stream: Iterable[str], name: str, checker: TraceChecker, lines: list[i
             record = json.loads(line)
         except ValueError as exc:
             return f"{name}:{number}: invalid JSON: {exc}"
+        if _is_journal_entry(record):
+            journal.append((number, record))
+            continue
         lines.append(number)
         checker.feed(record)
+    if journal:
+        for number, entry in sorted(journal, key=lambda pair: _applied_order(pair[1])):
+            for record in journal_trace_records([entry]):
+                lines.append(number)
+                checker.feed(record)
     return None
+
+
+def _applied_order(entry: Mapping[str, Any]) -> tuple[bool, int, int]:
+    core_seq, seq = entry.get("core_seq"), entry.get("seq")
+    return (
+        not isinstance(core_seq, int),
+        core_seq if isinstance(core_seq, int) else 0,
+        seq if isinstance(seq, int) else 0,
+    )

@@ -31,9 +31,18 @@ from workstate._errors import (
 )
 from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._records import HeartbeatResult, WorkData, check_id, check_work_data, is_int
+from workstate._records import (
+    HeartbeatResult,
+    WorkData,
+    check_id,
+    check_metadata_key,
+    check_text,
+    check_work_data,
+    is_int,
+)
 from workstate._table import LEASE_STATES, State
-from workstate._time import format_time, parse_time
+from workstate._text import excerpt
+from workstate._time import format_time, parse_time, saturating_add
 
 __all__ = [
     "WORK_KEYS",
@@ -133,7 +142,7 @@ def _keys(obj: Mapping[str, Any], keys: tuple[str, ...], what: str, strict: bool
         for key in obj:
             if key not in keys:
                 raise InvalidInputError(
-                    f"{what} has the unknown key {key!r}; the known keys are {list(keys)}",
+                    f"{what} has the unknown key {excerpt(key)}; the known keys are {list(keys)}",
                     key=str(key),
                     expected=f"only the keys {list(keys)}",
                     got=key,
@@ -142,22 +151,15 @@ def _keys(obj: Mapping[str, Any], keys: tuple[str, ...], what: str, strict: bool
 
 def _str(obj: Mapping[str, Any], key: str, *, nullable: bool = False, prefix: str = "") -> Any:
     value = obj[key]
-    if value is None and nullable:
-        return None
-    if nullable and not isinstance(value, str):
-        raise InvalidInputError(
-            f"{key} must be a string or null, got {value!r}",
-            key=key,
-            expected="a string or null",
-            got=value,
-        )
-    return check_id(value, key, prefix)
+    if prefix:
+        return check_id(value, key, prefix)
+    return check_text(value, key, nullable=nullable, empty=False)
 
 
 def _const(obj: Mapping[str, Any], key: str, expected: str) -> None:
     if obj[key] != expected:
         raise InvalidInputError(
-            f"{key} must be {expected!r}, got {obj[key]!r}",
+            f"{key} must be {expected!r}, got {excerpt(obj[key])}",
             key=key,
             expected=repr(expected),
             got=obj[key],
@@ -170,7 +172,7 @@ def _state(obj: Mapping[str, Any], key: str = "state") -> State:
         return State(value)
     except ValueError:
         raise InvalidInputError(
-            f"{key} must be one of {_STATE_NAMES}, got {value!r}",
+            f"{key} must be one of {_STATE_NAMES}, got {excerpt(value)}",
             key=key,
             expected=f"one of {_STATE_NAMES}",
             got=value,
@@ -195,7 +197,10 @@ def _int(obj: Mapping[str, Any], key: str) -> int:
     value = obj[key]
     if not is_int(value):
         raise InvalidInputError(
-            f"{key} must be an integer, got {value!r}", key=key, expected="an integer", got=value
+            f"{key} must be an integer, got {excerpt(value)}",
+            key=key,
+            expected="an integer",
+            got=value,
         )
     return value
 
@@ -204,7 +209,7 @@ def _bool(obj: Mapping[str, Any], key: str) -> bool:
     value = obj[key]
     if not isinstance(value, bool):
         raise InvalidInputError(
-            f"{key} must be true or false, got {value!r}",
+            f"{key} must be true or false, got {excerpt(value)}",
             key=key,
             expected="true or false",
             got=value,
@@ -242,13 +247,7 @@ def _metadata(value: object) -> Mapping[str, str]:
             got=value,
         )
     for key, item in value.items():
-        if not isinstance(item, str):
-            raise InvalidInputError(
-                f"metadata.{key} must be a string, got {type(item).__name__}",
-                key=f"metadata.{key}",
-                expected="a string",
-                got=item,
-            )
+        check_text(item, f"metadata.{check_metadata_key(key)}")
     return MappingProxyType(dict(value))
 
 
@@ -291,21 +290,14 @@ def work_from_json(value: object, *, profile: Profile = ANTHROPIC, strict: bool 
         )
     }
     metadata = _metadata(obj["metadata"])
-    secret = obj["secret"]
-    if secret is not None and not isinstance(secret, str):  # opaque: any string, "" included
-        raise InvalidInputError(
-            f"secret must be a string or null, got {secret!r}",
-            key="secret",
-            expected="a string or null",
-            got=secret,
-        )
+    secret = check_text(obj["secret"], "secret", nullable=True)  # opaque: any text, "" too
     latest = stamps["latest_heartbeat_at"]
     ack = stamps["acknowledged_at"]
     ttl = deadline = None
     if state in LEASE_STATES:
         ttl = profile.default_ttl_seconds
         anchor = latest or ack or created
-        deadline = anchor + _dt.timedelta(seconds=ttl)
+        deadline = saturating_add(anchor, _dt.timedelta(seconds=ttl))  # private: never shown
     touched = max(t for t in (created, *stamps.values()) if t is not None)
     work = Work(
         body=WorkBody(
@@ -350,7 +342,7 @@ def heartbeat_from_json(value: object, *, strict: bool = True) -> HeartbeatResul
     token = obj["last_heartbeat"]
     if not isinstance(token, str):
         raise InvalidInputError(
-            f"last_heartbeat must be a string, got {token!r}",
+            f"last_heartbeat must be a string, got {excerpt(token)}",
             key="last_heartbeat",
             expected="an RFC 3339 timestamp, or an empty string",
             got=token,
@@ -403,7 +395,7 @@ def error_from_json(value: object, *, status: int) -> WorkstateError:
     message = error["message"]
     if not isinstance(message, str):
         raise InvalidInputError(
-            f"error.message must be a string, got {message!r}",
+            f"error.message must be a string, got {excerpt(message)}",
             key="error.message",
             expected="a string",
             got=message,

@@ -40,9 +40,18 @@ from workstate._errors import (
     PreconditionFailedError,
 )
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._records import HeartbeatResult, WorkData, check_id, check_work_data, is_int
+from workstate._records import (
+    HeartbeatResult,
+    WorkData,
+    check_id,
+    check_metadata_key,
+    check_text,
+    check_work_data,
+    is_int,
+)
 from workstate._table import LeaseEffect, Move, Operation, Stamp, State
-from workstate._time import UTC, ensure_utc, format_time, parse_time
+from workstate._text import excerpt
+from workstate._time import LATEST, UTC, ensure_utc, format_time, parse_time
 
 __all__ = ["NO_HEARTBEAT", "Work", "WorkBody", "validate_metadata_patch"]
 
@@ -78,19 +87,24 @@ _KEEP, _EXTEND, _START, _END = (
 )
 _SECONDS = Precision.SECONDS
 _datetime = _dt.datetime
+_ONE_MICROSECOND = _dt.timedelta(microseconds=1)
 
 
 def _deadline(now: _dt.datetime, ttl: int) -> _dt.datetime:
-    """The lease deadline ``now + ttl``; a 400 on ``now`` when that lies past the year 9999."""
+    """The lease deadline ``now + ttl``; a 400 on ``now`` when it would not leave room for the
+    expiry instant one microsecond later before the year 9999 ends (see ``workstate._time``)."""
     try:
-        return now + _ttl_delta(ttl)
+        deadline = now + _ttl_delta(ttl)
     except OverflowError:
+        deadline = LATEST
+    if deadline >= LATEST:
         raise InvalidInputError(
             f"a lease of {ttl} s from {format_time(now)} would end after the year 9999",
             key="now",
-            expected=f"a time at least {ttl} s before 9999-12-31T23:59:59.999999Z",
+            expected=f"a time more than {ttl} s before 9999-12-31T23:59:59.999999Z",
             got=now,
-        ) from None
+        )
+    return deadline
 
 
 def _ttl_delta(seconds: int) -> _dt.timedelta:
@@ -270,18 +284,15 @@ def validate_metadata_patch(
     merged = dict(current)
     max_key, max_value = profile.max_metadata_key_length, profile.max_metadata_value_length
     for key, value in patch.items():
-        if not isinstance(key, str) or not key:
-            raise bad(
-                f"metadata keys must be non-empty strings, got {key!r}",
-                "metadata",
-                "non-empty string keys",
-                key,
-            )
+        try:
+            check_metadata_key(key)
+        except InvalidInputError as exc:
+            raise bad(exc.message, "metadata", "non-empty string keys", key) from None
         if len(key) > max_key:
             raise bad(
-                f"metadata key {key[:20]!r}... is {len(key)} characters long; "
+                f"metadata key {excerpt(key, 20)} is {len(key)} characters long; "
                 f"at most {max_key} are accepted",
-                f"metadata.{key}",
+                f"metadata.{key}",  # (the error cuts a long key to a bounded length)
                 f"a key of at most {max_key} characters",
                 key,
             )
@@ -303,6 +314,10 @@ def validate_metadata_patch(
                 f"a value of at most {max_value} characters",
                 value,
             )
+        try:
+            check_text(value, f"metadata.{key}")
+        except InvalidInputError as exc:
+            raise bad(exc.message, exc.key, exc.expected, value) from None
         merged[key] = value
     if len(merged) > profile.max_metadata_pairs:
         raise bad(
@@ -462,18 +477,13 @@ class Work:
             )
         else:
             check_work_data(data.type, data.id)
-        if secret is not None and not isinstance(secret, str):
-            raise InvalidInputError(
-                f"secret must be a string or None, got {type(secret).__name__}",
-                key="secret",
-                expected="a string or None",
-                got=secret,
-            )
-        # No metadata (None or empty) merges to the shared empty mapping without a walk.
+        check_text(secret, "secret", nullable=True)  # opaque: any text, "" included
+        # No metadata (None or an empty mapping) is the shared empty mapping, without a walk;
+        # anything else, falsy or not ([], 0, "", false), is checked and refused.
         merged = (
-            validate_metadata_patch(_EMPTY_METADATA, metadata, profile)
-            if metadata
-            else _EMPTY_METADATA
+            _EMPTY_METADATA
+            if metadata is None or (isinstance(metadata, Mapping) and not metadata)
+            else validate_metadata_patch(_EMPTY_METADATA, metadata, profile)
         )
         created_at = now
         if profile.lifecycle_precision is _SECONDS and now.microsecond:
@@ -512,7 +522,8 @@ class Work:
         ):
             raise IllegalMoveError(
                 f"cannot ack work {self.body.id}: it was delivered to worker "
-                f"{self.delivered_to!r}, not {worker_id!r}; only that worker may ack it",
+                f"{excerpt(self.delivered_to)}, not {excerpt(worker_id)}; "
+                "only that worker may ack it",
                 error_type=profile.conflict_error_type,
                 work_id=self.body.id,
                 state=self.state,
@@ -537,6 +548,10 @@ class Work:
         ``expected_last_heartbeat`` is ``NO_HEARTBEAT``, the exact token returned last time, or
         None for an unconditional heartbeat.  A mismatch raises
         :class:`~workstate.PreconditionFailedError` (412) carrying the server's lease.
+
+        Tokens never repeat: a heartbeat at the time of the previous one (a clock that has not
+        moved) happens one microsecond after it, so the new record's ``touched_at`` may lie
+        just ahead of ``now``.
         """
         op = _HEARTBEAT
         now = self._check_now(now, op)
@@ -546,7 +561,8 @@ class Work:
             not is_int(desired_ttl_seconds) or desired_ttl_seconds <= 0
         ):
             raise InvalidInputError(
-                f"desired_ttl_seconds must be a positive integer, got {desired_ttl_seconds!r}",
+                "desired_ttl_seconds must be a positive integer, "
+                f"got {excerpt(desired_ttl_seconds)}",
                 key="desired_ttl_seconds",
                 expected="a positive integer (clamped to "
                 f"{profile.min_ttl_seconds}-{profile.max_ttl_seconds})",
@@ -556,6 +572,8 @@ class Work:
                 operation=op,
             )
         token = expected_last_heartbeat
+        if token is not None and type(token) is str and not token.isascii():
+            check_text(token, "expected_last_heartbeat")  # the 400 for a token no wire can carry
         matches = token is None or token == self.last_heartbeat
         if not matches:
             if token == NO_HEARTBEAT or token == "":
@@ -584,6 +602,13 @@ class Work:
         if not matches:
             raise self._precondition_failed(token)
         ttl = profile.clamp_ttl(desired_ttl_seconds)
+        latest = self.latest_heartbeat_at
+        if latest is not None and now <= latest:
+            # The token is the heartbeat's time, and it must never repeat for an item: a stale
+            # token has to meet 412.  On a clock that has not moved since the last heartbeat
+            # (a manual clock standing still, a coarse system clock), the heartbeat happens at
+            # the next instant the wire can tell apart, one microsecond later.
+            now = latest + _ONE_MICROSECOND
         new = self._apply(plan, now, ttl=ttl)
         return new, _new_beat(new.last_heartbeat or "", True, new.state, ttl)
 
@@ -708,7 +733,7 @@ class Work:
     def _precondition_failed(self, token: str | None) -> PreconditionFailedError:
         current = self.lease_state()
         return PreconditionFailedError(
-            f"heartbeat on work {self.body.id} expected last_heartbeat {token!r}, but the "
+            f"heartbeat on work {self.body.id} expected last_heartbeat {excerpt(token)}, but the "
             f"server holds {current.last_heartbeat!r} in state {self.state.value}; the lease "
             "may belong to another worker",
             current_state=current,

@@ -8,7 +8,13 @@ parses requests, calls the core under one lock and renders what the core answers
   (``MockServer().app``), to serve with any ASGI server or to call through
   ``httpx2.ASGITransport``;
 * :func:`serve_in_thread` runs an application with uvicorn on a loopback port in a
-  background thread, for test fixtures, and stops it afterwards.
+  background thread, for test fixtures, and stops it afterwards;
+* :class:`ConnectionDropped` is what the app raises in process where a fault rule drops the
+  connection (over a socket the connection is closed instead);
+* :class:`StateFileError` is what ``MockServer(state=path)`` raises for a file it cannot use.
+
+``MockServer.harness`` holds the fault rules and the request journal; ``workstate.pytest_plugin``
+gives tests fixtures around a shared server.
 
 Needs the ``server`` extra: ``pip install 'sandbox-workstate[server]'``.
 """
@@ -25,5 +31,7 @@ except ImportError as exc:  # tested by hiding starlette from the import system
     ) from exc
 
 from workstate.server._app import MockServer, serve_in_thread
+from workstate.server._harness import ConnectionDropped
+from workstate.server._store import StateFileError
 
-__all__ = ["MockServer", "serve_in_thread"]
+__all__ = ["ConnectionDropped", "MockServer", "StateFileError", "serve_in_thread"]

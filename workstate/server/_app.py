@@ -9,7 +9,7 @@ This is an adapter and holds no lifecycle rules.  A request goes through three s
    1-999, ``limit`` 1-1000, TTLs, tokens, metadata limits) are the core's, not ours.
 2. *Call the core under one lock*: read the clock, apply the leases that fell due
    (:meth:`Environment.expire_due`), make the one call the endpoint stands for.  The lock is a
-   :class:`threading.RLock` held only by synchronous code (never across an ``await``), so the
+   re-entrant lock held only by synchronous code (never across an ``await``), so the
    event loop serves requests concurrently while no two of them touch an environment at once,
    and a test thread may inspect an environment safely while the server runs in another thread
    (re-entrant, so the documented ``with server.lock: server.environment(...)`` works; since
@@ -18,6 +18,16 @@ This is an adapter and holds no lifecycle rules.  A request goes through three s
    knows its status and its envelope.  The front middleware adds a ``request-id`` header to
    every response (and the same id to every error envelope), checks the API key, and turns an
    unexpected exception into a 500 envelope.
+
+Around all three sits the harness (``_harness.py``): fault rules, the request journal, reset
+and inspection.  The one hook it needs here is in :meth:`MockServer._touch`, which tells it the
+time handed to the core and the item as the core found it.
+
+Hostile input is bounded outside this module: ``_limits`` (body and head size, read
+deadlines, malformed HTTP in the envelope), ``_render`` (answers that cannot fail to render),
+``_disconnect`` (a long poll whose client left), ``_auth`` (an API key that could never match);
+strings and ids are checked by the core.  Reads (``_touch(create=False)``) never create an
+environment; only a creation and a poll that names its worker do, and a refused one is undone.
 
 Long polls.  A poll with ``block_ms`` that finds nothing registers a future for its environment
 (under the lock, so a creation cannot slip between the empty answer and the registration), then
@@ -31,6 +41,11 @@ again.  No background task is needed: every request applies the expiries due at 
 Time.  The server reads its clock (a :class:`~workstate.SystemClock`, or a
 :class:`~workstate.ManualClock` that only ``POST /mock/clock`` moves) and never lets the time it
 hands to the core go backwards, even if the system clock does.
+
+State.  The environments live in memory; with ``state=`` a SQLite file keeps them too, and
+the server restores them from it at start-up.  The lock is the commit point (see
+:mod:`workstate.server._store`): every change made under it is committed before it is
+released, so before any answer is sent.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import datetime as _dt
 import hmac
 import json
 import logging
+import os
 import random
 import re
 import secrets
@@ -56,19 +72,38 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workstate._environment import Environment
+from workstate._environment import Environment, check_retention
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
 from workstate._profile import ANTHROPIC, Profile, StopResponse, evolve_profile
 from workstate._records import WorkData
-from workstate._time import ManualClock, SystemClock, format_time, parse_time
+from workstate._text import excerpt
+from workstate._time import (
+    ManualClock,
+    SystemClock,
+    format_time,
+    parse_time,
+    resume_manual_clock,
+)
 from workstate._wire import work_data_from_json as _work_data_from_json
 from workstate._work import Work
+from workstate.server._auth import check_api_key
+from workstate.server._disconnect import ClientWatch
+from workstate.server._harness import Harness, HarnessMiddleware
+from workstate.server._limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_READ_TIMEOUT,
+    Limits,
+    RequestLimits,
+    uvicorn_options,
+)
+from workstate.server._render import JSONResponse
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
+from workstate.server._store import CommittingLock, MemoryStore, Saved, SqliteStore, StateKeeper
 
 __all__ = ["MockServer", "serve_in_thread"]
 
@@ -92,7 +127,7 @@ def _int_query(request: Request, name: str) -> int | None:
         return None
     if _INTEGER.fullmatch(text) is None:
         raise InvalidInputError(
-            f"query parameter {name} must be an integer, got {text!r}",
+            f"query parameter {name} must be an integer, got {excerpt(text)}",
             key=name,
             expected="an integer",
             got=text,
@@ -124,7 +159,8 @@ async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, An
     for key in value:
         if key not in allowed:
             raise InvalidInputError(
-                f"the request body has the unknown key {key!r}; the known keys are {list(allowed)}",
+                f"the request body has the unknown key {excerpt(key)}; "
+                f"the known keys are {list(allowed)}",
                 key=key,
                 expected=f"only the keys {list(allowed)}",
                 got=key,
@@ -135,10 +171,6 @@ async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, An
 def _request_id(request: Request) -> str | None:
     state = request.scope.get("state")
     return state.get("request_id") if isinstance(state, Mapping) else None
-
-
-def _new_request_id() -> str:
-    return f"req_{secrets.token_hex(12)}"
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -153,15 +185,29 @@ class MockServer:
     ``profile`` answers the questions where providers differ (spec §7); ``clock`` is a
     :class:`~workstate.SystemClock` (the default) or a :class:`~workstate.ManualClock` that only
     ``POST /mock/clock`` (or :meth:`advance` and :meth:`set_time`) moves; with ``api_key`` every
-    request must carry it as ``x-api-key`` or ``Authorization: Bearer``.
+    request must carry it as ``x-api-key`` or ``Authorization: Bearer`` (a key no header could
+    carry is refused here, with a 400).  ``max_body_bytes`` bounds a request body (413 beyond);
+    ``read_timeout`` bounds, in seconds, how long a request's head may take to arrive and each
+    wait for its body (408 beyond; see ``workstate.server._limits``).
 
-    Every ``env_...`` id names an environment, created on first use.  Touch an environment only
+    Every ``env_...`` id names an environment, created by the first write that names it (a
+    creation, or a poll that names its worker); reads of an environment never used answer as
+    an empty one and keep nothing.  Touch an environment only
     through this object's methods, or while holding :attr:`lock`.  ``id_factory`` (given the
     prefix ``work_`` or ``sesn_``) chooses the generated ids, as for
-    :class:`~workstate._environment.Environment`.  ``seed`` seeds the generator of everything
-    else the server makes up (sessions tokens).  ``profile_overrides`` changes fields of
+    :class:`~workstate._environment.Environment`.  ``profile_overrides`` changes fields of
     ``profile`` (e.g. ``{"default_ttl_seconds": 2}`` for leases that lapse in seconds; see
     :func:`~workstate._profile.evolve_profile`).
+
+    ``seed`` makes every id, sessions token and request id the server generates, and every
+    draw of a probabilistic fault rule, the same from run to run (None: a random seed).  Fault
+    rules, the request journal, :meth:`reset` and inspection are on :attr:`harness`.
+
+    ``state`` names a SQLite file that keeps everything across restarts (created if missing;
+    ``state_sync`` is ``"normal"`` or ``"full"``, see ``docs/mock-server.md``); the server
+    restores what it holds, and a manual clock resumes at the file's last time.  Each
+    environment keeps at most ``retain_stopped`` stopped items (the newest; None: all) and
+    none stopped more than ``retain_stopped_seconds`` ago (None: no age limit).
     """
 
     def __init__(
@@ -173,25 +219,65 @@ class MockServer:
         id_factory: Callable[[str], str] | None = None,
         seed: int | None = None,
         profile_overrides: Mapping[str, Any] | None = None,
+        state: str | os.PathLike[str] | None = None,
+        state_sync: str = "normal",
+        retain_stopped: int | None = 10_000,
+        retain_stopped_seconds: float | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         self.profile = evolve_profile(profile, profile_overrides or {})
         """The profile of every environment this server creates (with the overrides applied)."""
         self.clock: Clock = SystemClock() if clock is None else clock
         """The clock the server reads for every request."""
-        self.api_key = api_key
+        self.api_key = check_api_key(api_key)
         """The key every request must carry, or None to accept any request."""
-        self.lock = threading.RLock()
-        """Held around every touch of an environment or a session; re-entrant, so a test may
-        hold it across several inspections (``with server.lock: server.environment(...)``)."""
-        self._random = random.Random(secrets.randbits(64) if seed is None else seed)
-        self.sessions = SessionHub(self)
-        """The scripted sessions of the session items, their tokens and streams."""
+        self.limits = Limits(max_body_bytes=max_body_bytes, read_timeout=read_timeout)
+        """The bounds on one request's size and read time."""
+        self.seed: int = secrets.randbits(64) if seed is None else seed
+        """The seed of every id, token, request id and fault draw the server makes."""
+        self._random = random.Random(self.seed)
         self._id_factory = id_factory
+        # Where a manual clock started, for reset (which puts a new clock there).
+        self._clock_start = self.clock.now() if isinstance(self.clock, ManualClock) else None
+        self.harness = Harness(self, seed=random.Random(f"{self.seed}:faults").getrandbits(64))
+        """Fault rules, the request journal, inspection and health."""
+        check_retention(retain_stopped, retain_stopped_seconds)
+        self._retention = (retain_stopped, retain_stopped_seconds)
         self._environments: dict[str, Environment] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._last_now: _dt.datetime | None = None
+        store = MemoryStore() if state is None else SqliteStore(state, synchronous=state_sync)
+        self._keeper = StateKeeper(store, clock=lambda: self._last_now)
+        self.lock: CommittingLock = self._keeper.lock
+        """Held around every touch of an environment or a session; re-entrant, so a test may
+        hold it across several inspections (``with server.lock: server.environment(...)``);
+        it commits the state before it is released."""
+        self.sessions = SessionHub(self)
+        """The scripted sessions of the session items, their tokens and streams."""
+        try:
+            self._last_now, self._environments = self._keeper.restore(
+                self.profile, self._new_environment
+            )
+            self.sessions.restore()
+        except BaseException:
+            store.close()
+            raise
+        if self._last_now is not None:  # a restart: go on from the saved state
+            if isinstance(self.clock, ManualClock):
+                resume_manual_clock(self.clock, self._last_now)  # it resumes where it was
+            # A seeded generator would hand out the tokens of the last run again: draw anew.
+            restarts = int(self._keeper.record("server", "restarts") or 0) + 1
+            self._keeper.put("server", "restarts", restarts)
+            self._random = random.Random(f"{self.seed}:restart {restarts}")
         self.app: Starlette = self._build_app()
         """The ASGI application."""
+
+    def close(self) -> None:
+        """Close the state file, if any (the server must not serve afterwards)."""
+        with self.lock:
+            self._keeper.flush()  # what changed outside a request, through environment()
+            self._keeper.store.close()
 
     # -------------------------------------------------------------- for programs and tests
     @property
@@ -210,7 +296,9 @@ class MockServer:
         The object is live: hold :attr:`lock` while you read it if the server is serving.
         """
         with self.lock:
-            return self._environment(environment_id)
+            env = self._environment(environment_id)
+            self._keeper.watch(environment_id, env)  # the caller may change it outside a request
+            return env
 
     def environment_ids(self) -> list[str]:
         """The ids of the environments used so far, in order of first use."""
@@ -234,8 +322,7 @@ class MockServer:
         ``docs/mock-server.md``); without it the session ends its turn as soon as a worker
         attaches.  Without ``secret`` every delivery mints one the SDK understands.
         """
-        with self.lock:
-            env, now = self._touch(environment_id)
+        with self.lock, self._writing(environment_id, create=True) as (env, now):
             kind = "session" if data is None else data.type
             parsed = self.sessions.check_new(session, kind, None if data is None else data.id)
             work = env.create(now, data=data, metadata=metadata, secret=secret, work_id=work_id)
@@ -262,6 +349,30 @@ class MockServer:
             clock.set(now)
             return self._after_clock_moved()
 
+    def new_request_id(self) -> str:
+        """A fresh ``request-id`` (from the seeded generator)."""
+        return f"req_{self._random.getrandbits(96):024x}"
+
+    def reset(self) -> None:
+        """Start afresh: no items, sessions, fault rules or journal entries, the clock at its
+        start, and ids and draws as from a new server with the same seed."""
+        with self.lock:
+            if self._clock_start is not None:
+                self.clock = ManualClock(self._clock_start)
+            self._last_now = None
+            self._environments.clear()
+            self._keeper.clear()  # the state file starts afresh too
+            self.sessions.reset()
+            self._random = random.Random(self.seed)
+            for environment_id in list(self._waiters):
+                self._wake(environment_id)  # a waiting long poll looks again, at nothing
+        self.harness.reset()
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The ``uvicorn.Config`` keyword arguments that enforce :attr:`limits` (and answer
+        malformed HTTP in the API's envelope); :func:`serve_in_thread` and ``serve`` use them."""
+        return uvicorn_options(self.limits, self.new_request_id)
+
     # -------------------------------------------------------------- internals (under the lock)
     def _now(self) -> _dt.datetime:
         now = self.clock.now()
@@ -276,24 +387,83 @@ class MockServer:
         if env is None:
             if _ENVIRONMENT_ID.fullmatch(environment_id) is None:
                 raise NotFoundError(
-                    f"environment {environment_id!r} not found; the mock server serves every "
-                    "id of the form env_<letters, digits, _ or ->",
+                    f"environment {excerpt(environment_id)} not found; the mock server serves "
+                    "every id of the form env_<letters, digits, _ or ->",
                     error_code=self.profile.environment_not_found_error_code,
                 )
-            if self._id_factory is None:
-                env = Environment(environment_id, profile=self.profile)
-            else:
-                env = Environment(environment_id, profile=self.profile, id_factory=self._id_factory)
-            self._environments[environment_id] = env
+            env = self._environments[environment_id] = self._new_environment(environment_id)
+        self._keeper.touched(environment_id, env)  # its changes go in this hold's commit
         return env
 
-    def _touch(self, environment_id: str) -> tuple[Environment, _dt.datetime]:
-        """The environment and the time, with every lease that fell due applied."""
-        env = self._environment(environment_id)
-        now = self._now()
-        if env.expire_due(now):
-            self._wake(environment_id)  # expired items are back in the queue
+    def _new_environment(self, environment_id: str, saved: Saved | None = None) -> Environment:
+        factory, (count, seconds) = self._id_factory, self._retention
+        # The id generator's seed is kept with the state, so ids go on as they would have.
+        seed = self._keeper.record("environment_seed", environment_id)
+        if seed is None and factory is None:
+            seed = self._random.getrandbits(64)
+            self._keeper.put("environment_seed", environment_id, seed)
+        if saved is None:
+            return Environment(
+                environment_id,
+                profile=self.profile,
+                id_factory=factory,
+                seed=seed,
+                retain_stopped=count,
+                retain_stopped_seconds=seconds,
+                track_changes=True,
+            )
+        return Environment.restore(
+            environment_id,
+            now=saved.now,
+            state=saved.state,
+            items=saved.items,
+            profile=self.profile,
+            id_factory=factory,
+            seed=seed,
+            retain_stopped=count,
+            retain_stopped_seconds=seconds,
+            track_changes=True,
+        )
+
+    def _touch(
+        self, environment_id: str, *, create: bool = True
+    ) -> tuple[Environment, _dt.datetime]:
+        """The environment and the time, with every lease that fell due applied.
+
+        With ``create=False`` (a read) an environment never used is answered by an empty one
+        that is not kept, so reads of unseen ids cost no memory.
+        """
+        if not create and environment_id not in self._environments:
+            if _ENVIRONMENT_ID.fullmatch(environment_id) is None:
+                self._environment(environment_id)  # the 404 for an id not of the form env_...
+            env = Environment(environment_id, profile=self.profile)
+            now = self._now()
+        else:
+            env = self._environment(environment_id)
+            now = self._now()
+            if env.expire_due(now):
+                self._wake(environment_id)  # expired items are back in the queue
+        self.harness.note_core_call(env, now)
         return env, now
+
+    @contextlib.contextmanager
+    def _writing(
+        self, environment_id: str, *, create: bool
+    ) -> Iterator[tuple[Environment, _dt.datetime]]:
+        """:meth:`_touch`, and a refused first write keeps no environment behind."""
+        new = create and environment_id not in self._environments
+        # A new environment draws its id seed from the server's generator: a refused first
+        # write puts the draw back, so it leaves the seeded sequence of ids as it was.
+        drawn = self._random.getstate() if new else None
+        touched = self._touch(environment_id, create=create)
+        try:
+            yield touched
+        except BaseException:
+            if drawn is not None:  # (a new environment)
+                del self._environments[environment_id]
+                self._random.setstate(drawn)
+                self._keeper.discard(environment_id, ("environment_seed", environment_id))
+            raise
 
     def _wake(self, environment_id: str) -> None:
         for waiter in self._waiters.pop(environment_id, ()):
@@ -314,8 +484,9 @@ class MockServer:
 
     def _after_clock_moved(self) -> _dt.datetime:
         now = self._now()
-        for env in self._environments.values():
+        for environment_id, env in self._environments.items():
             env.expire_due(now)
+            self._keeper.touched(environment_id, env)
         for environment_id in list(self._waiters):
             self._wake(environment_id)  # reclaim windows may have passed too
         return now
@@ -335,31 +506,58 @@ class MockServer:
             Route("/mock/environments/{environment_id}/work", self._mock_create, methods=["POST"]),
             Route("/mock/clock", self._mock_clock, methods=["GET", "POST"]),
             *self.sessions.routes(),
+            *self.harness.routes(),
         ]
-        return Starlette(
+        app = Starlette(
             routes=routes,
-            middleware=[Middleware(_Front, server=self)],
+            middleware=[
+                Middleware(HarnessMiddleware, harness=self.harness),
+                Middleware(_Front, server=self),
+                Middleware(RequestLimits, limits=self.limits),
+            ],
             exception_handlers={
                 WorkstateError: _render_error,
                 HTTPException: _render_http_exception,
             },
         )
+        app.router.redirect_slashes = False  # a trailing slash is an enveloped 404, not a 307
+        return app
 
     async def _poll(self, request: Request) -> Response:
+        if request.method == "HEAD":  # Starlette adds HEAD to GET routes; a poll is no read
+            raise HTTPException(405, headers={"Allow": "GET"})
         environment_id = request.path_params["environment_id"]
         block_ms = _int_query(request, "block_ms")
         reclaim = _int_query(request, "reclaim_older_than_ms")
         worker_id = request.headers.get("anthropic-worker-id") or None
+        base = str(request.base_url).rstrip("/")
+        watch = ClientWatch(request)  # a client that leaves mid-wait must not claim an item
+        try:
+            return await self._poll_until(environment_id, worker_id, block_ms, reclaim, base, watch)
+        finally:
+            watch.close()
+
+    async def _poll_until(
+        self,
+        environment_id: str,
+        worker_id: str | None,
+        block_ms: int | None,
+        reclaim: int | None,
+        base: str,
+        watch: ClientWatch,
+    ) -> Response:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
+            if await watch.gone():  # right before delivering: a poll nobody awaits takes nothing
+                return JSONResponse(None)
             with self.lock:
-                env, now = self._touch(environment_id)
-                work = env.poll(
-                    now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
-                )
+                # A poll that names its worker is recorded for the stats: it is a write.
+                with self._writing(environment_id, create=worker_id is not None) as (env, now):
+                    work = env.poll(
+                        now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
+                    )
                 if work is not None:
-                    base = str(request.base_url).rstrip("/")
                     return JSONResponse(self.sessions.delivery_json(work, base))
                 if deadline is None:
                     deadline = loop.time() + (block_ms or 0) / 1000
@@ -372,16 +570,20 @@ class MockServer:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters.setdefault(environment_id, set()).add(waiter)
             try:
-                await asyncio.wait((waiter,), timeout=wait)
+                await watch.wait(waiter, wait)
             finally:
                 with self.lock:
-                    self._waiters.get(environment_id, set()).discard(waiter)
+                    waiting = self._waiters.get(environment_id)
+                    if waiting is not None:
+                        waiting.discard(waiter)
+                        if not waiting:  # no empty sets left behind for ids polled once
+                            del self._waiters[environment_id]
 
     async def _ack(self, request: Request) -> Response:
         environment_id, work_id = _ids(request)
         worker_id = request.headers.get("anthropic-worker-id") or None
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.ack(work_id, now, worker_id=worker_id)
         return JSONResponse(work.to_json())
 
@@ -390,7 +592,7 @@ class MockServer:
         ttl = _int_query(request, "desired_ttl_seconds")
         token = request.query_params.get("expected_last_heartbeat")
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             result = env.heartbeat(
                 work_id, now, expected_last_heartbeat=token, desired_ttl_seconds=ttl
             )
@@ -401,9 +603,10 @@ class MockServer:
         body = await _json_body(request, ("force",))
         force = body.get("force", False)  # the core checks it is a boolean
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.stop(work_id, now, force=force)
         if self.profile.stop_response is StopResponse.NO_CONTENT:
+            self.harness.note_unshown_item(work)  # the journal still records what it did
             return Response(status_code=204)  # what the deployed API answers (divergences.md)
         return JSONResponse(work.to_json())
 
@@ -416,7 +619,7 @@ class MockServer:
     async def _get(self, request: Request) -> Response:
         environment_id, work_id = _ids(request)
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.get(work_id, now)
         return JSONResponse(work.to_json())
 
@@ -427,7 +630,7 @@ class MockServer:
         body = await _json_body(request, ("metadata",))
         patch = body.get("metadata", {})  # omitted: keep the metadata as it is
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             work = env.update_metadata(work_id, now, patch)
         return JSONResponse(work.to_json())
 
@@ -436,7 +639,7 @@ class MockServer:
         limit = _int_query(request, "limit")
         page = request.query_params.get("page")
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             if limit is None:
                 listing = env.list(now, page=page)
             else:
@@ -446,7 +649,7 @@ class MockServer:
     async def _stats(self, request: Request) -> Response:
         environment_id = request.path_params["environment_id"]
         with self.lock:
-            env, now = self._touch(environment_id)
+            env, now = self._touch(environment_id, create=False)
             stats = env.stats(now)
         return JSONResponse(stats.to_json())
 
@@ -465,7 +668,7 @@ class MockServer:
         return JSONResponse(work.to_json())
 
     async def _mock_clock(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":  # GET, and the HEAD Starlette adds to it
             return JSONResponse(self._clock_json(self.now()))
         body = await _json_body(request, ("advance_seconds", "now"))
         if len(body) != 1:
@@ -500,15 +703,18 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
     """The router's own 404 and 405, in the API's envelope."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
+        path = request.url.path
+        hint = "; the API's paths have no trailing slash" if path.endswith("/") else ""
         error = WorkstateError(
-            f"no such endpoint: {request.method} {request.url.path}",
+            f"no such endpoint: {request.method} {excerpt(path)}{hint}",
             status=404,
             error_type="not_found_error",
         )
     elif exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         error = WorkstateError(
-            f"method {request.method} is not allowed on {request.url.path}; allowed: {allow}",
+            f"method {excerpt(request.method)} is not allowed on {excerpt(request.url.path)}; "
+            f"allowed: {allow}",
             status=405,
             error_type="invalid_request_error",
         )
@@ -541,8 +747,9 @@ class _Front:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _new_request_id()
-        scope = {**scope, "state": {**scope.get("state", {}), "request_id": request_id}}
+        state = scope.get("state", {})
+        request_id = state.get("request_id") or self.server.new_request_id()
+        scope = {**scope, "state": {**state, "request_id": request_id}}
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -621,11 +828,18 @@ def serve_in_thread(
         with serve_in_thread(MockServer()) as url:
             client = anthropic.Anthropic(base_url=url, api_key="test")
     """
+    options = uvicorn_options(Limits(), lambda: f"req_{secrets.token_hex(12)}")
     if isinstance(app, MockServer):
+        options = app.uvicorn_options()
         app = app.app
     sock = bind(host, port)
     config = uvicorn.Config(
-        app, log_level=log_level, log_config=None, lifespan="off", timeout_graceful_shutdown=5
+        app,
+        log_level=log_level,
+        log_config=None,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

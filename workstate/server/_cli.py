@@ -11,11 +11,13 @@ or SIGTERM and shuts down gracefully.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -23,6 +25,8 @@ from workstate._errors import InvalidInputError
 from workstate._profile import PROFILES, load_profile
 from workstate._time import ManualClock, SystemClock, parse_time
 from workstate.server._app import MockServer, base_url, bind
+from workstate.server._limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
+from workstate.server._store import StateFileError
 
 __all__ = ["main"]
 
@@ -59,6 +63,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="require this key (x-api-key or Authorization: Bearer); default: accept any",
     )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="N",
+        help=f"refuse request bodies over N bytes with 413 [{DEFAULT_MAX_BODY_BYTES}]",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection whose request head, or body, stalls this long "
+        f"[{DEFAULT_READ_TIMEOUT:g}]",
+    )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="[info]")
     parser.add_argument(
         "--clock",
@@ -70,7 +89,36 @@ def _parser() -> argparse.ArgumentParser:
         "--start",
         default=None,
         metavar="RFC3339",
-        help="with --clock manual: the clock's start time [the current time]",
+        help="with --clock manual: the clock's start time [the current time]; with a state "
+        "file that holds a time, the clock resumes there instead",
+    )
+    parser.add_argument(
+        "--state",
+        default=None,
+        metavar="FILE",
+        help="keep the state in this SQLite file (created if missing) and restore it on start "
+        "[in memory only]",
+    )
+    parser.add_argument(
+        "--state-sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="normal: every answered call survives a kill of the server; full: also a power "
+        "cut, at a disk flush per call [normal]",
+    )
+    parser.add_argument(
+        "--retain-stopped",
+        type=_count_or_all,
+        default=10_000,
+        metavar="N",
+        help="keep the newest N stopped items per environment, or 'all' [10000]",
+    )
+    parser.add_argument(
+        "--retain-stopped-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="drop stopped items stopped more than S seconds ago [no age limit]",
     )
     for flag, field in _TTL_FLAGS.items():
         parser.add_argument(
@@ -83,7 +131,44 @@ def _parser() -> argparse.ArgumentParser:
             if flag == "--default-ttl"
             else f"override the profile's {field} [the profile's]",
         )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="make ids, request ids and fault draws the same from run to run [random]",
+    )
+    parser.add_argument(
+        "--journal",
+        default=None,
+        metavar="FILE",
+        help="write every request and its outcome to FILE as JSON Lines "
+        "(check it with: python -m workstate check FILE)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='a fault rule, as POST /mock/faults takes it, e.g. \'{"match": {"operation": '
+        '"heartbeat"}, "times": 1, "effect": {"status": 503}}\' (repeatable)',
+    )
     return parser
+
+
+def _journal_writer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
+    """A journal sink writing one JSON line per entry, flushed (the file may be read live)."""
+
+    def write(entry: dict[str, Any]) -> None:
+        stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        stream.flush()
+
+    return write
+
+
+def _count_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    return int(text)  # argparse turns a ValueError into a usage error naming the option
 
 
 class _Stopped(Exception):
@@ -101,7 +186,9 @@ def serve(server: MockServer, sock: socket.socket, log_level: str) -> None:
     the handler that was there before; for a command, that stop is the normal end, so the
     handlers here turn it into a plain return (exit status 0, no traceback).
     """
-    config = uvicorn.Config(server.app, log_level=log_level, lifespan="off")
+    config = uvicorn.Config(
+        server.app, log_level=log_level, lifespan="off", **server.uvicorn_options()
+    )
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
     try:
@@ -145,17 +232,50 @@ def main(argv: Sequence[str]) -> int:
             clock=clock,
             api_key=args.api_key,
             profile_overrides=overrides,
+            seed=args.seed,
+            state=args.state,
+            state_sync=args.state_sync,
+            retain_stopped=args.retain_stopped,
+            retain_stopped_seconds=args.retain_stopped_seconds,
+            max_body_bytes=args.max_body_bytes,
+            read_timeout=args.read_timeout,
         )
+    except InvalidInputError as exc:  # a key no request could carry, a limit out of range
+        parser.error(f"--{exc.key.replace('_', '-')}: {exc.message}")
     except ValueError as exc:
         parser.error(str(exc))
+    except StateFileError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     p = server.profile
+    for text in args.fault:
+        try:
+            server.harness.add_fault(json.loads(text))
+        except ValueError as exc:
+            parser.error(f"--fault {text}: not JSON: {exc}")
+        except InvalidInputError as exc:
+            parser.error(f"--fault {text}: {exc.message}")
+    journal: TextIO | None = None
+    if args.journal is not None:
+        try:
+            journal = open(args.journal, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            print(f"cannot write the journal {args.journal}: {exc}", file=sys.stderr)
+            return 1
+        server.harness.journal.sink = _journal_writer(journal)
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        if journal is not None:
+            journal.close()
         return 1
     url = base_url(sock)
     key = ", API key required" if args.api_key is not None else ""
+    if args.seed is not None:
+        key += f", seed {args.seed}"
+    if args.state is not None:
+        key += f", state in {args.state}"
     print(
         f"workstate mock server listening on {url} "
         f"(profile {p.name}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
@@ -168,4 +288,7 @@ def main(argv: Sequence[str]) -> int:
         serve(server, sock, args.log_level)
     finally:
         sock.close()
+        if journal is not None:
+            journal.close()
+        server.close()
     return 0

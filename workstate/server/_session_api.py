@@ -44,13 +44,22 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
-from workstate.server._sessions import Session, SessionStatus, Step, parse_session_spec
+from workstate.server._render import JSONResponse
+from workstate.server._sessions import (
+    Session,
+    SessionStatus,
+    Step,
+    parse_session_spec,
+    session_from_record,
+    session_to_record,
+)
 
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
@@ -140,7 +149,18 @@ class SessionHub:
             session = Session.create(data.id, env, now)
         else:
             session = Session.create(data.id, env, now, status=parsed[0], script=parsed[1])
-        self._sessions[data.id] = session
+        self._keep(session)
+
+    def restore(self) -> None:
+        """Take the sessions and sessions tokens the server's state file holds (start-up)."""
+        keeper = self._server._keeper
+        self._sessions.update(keeper.records("session", session_from_record))
+        self._grants.update(keeper.records("session_token", lambda g: _Grant(*map(str, g))))
+
+    def _keep(self, session: Session) -> None:
+        # Under the server's lock: the state file commits it with the call, before its answer.
+        self._sessions[session.id] = session
+        self._server._keeper.put("session", session.id, session_to_record(session))
 
     def session(self, session_id: str) -> Session:
         """The session ``session_id`` (404 when there is none)."""
@@ -157,7 +177,9 @@ class SessionHub:
         body = work.to_json(include_secret=True)
         if work.body.secret is None:
             token = f"sesstok_{self._server._random.getrandbits(160):040x}"
-            self._grants[token] = _Grant(work.body.environment_id, work.id, work.body.data.id)
+            grant = _Grant(work.body.environment_id, work.id, work.body.data.id)
+            self._grants[token] = grant
+            self._server._keeper.put("session_token", token, attrs.astuple(grant))
             payload = json.dumps({"sessions_token": token, "api_base_url": base_url})
             body["secret"] = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         return body
@@ -202,7 +224,7 @@ class SessionHub:
 
     async def _events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        if request.method == "GET":
+        if request.method != "POST":  # GET, and the HEAD Starlette adds to it
             limit = _int_query(request, "limit")
             page = request.query_params.get("page")
             order = request.query_params.get("order")
@@ -214,18 +236,20 @@ class SessionHub:
         with self._server.lock:
             session = self.session(session_id)
             changed, recorded = session.receive(body.get("events"), self._server._now())
-            self._sessions[session_id] = changed
+            self._keep(changed)
             self._wake(session_id)
         return JSONResponse({"data": [e.to_json() for e in recorded]})
 
     async def _stream(self, request: Request) -> Response:
+        if request.method == "HEAD":  # opening a stream attaches the worker: no read
+            raise HTTPException(405, headers={"Allow": "GET"})
         session_id = request.path_params["session_id"]
         with self._server.lock:
             session = self.session(session_id)
             start = len(session.events)
             if session.status is SessionStatus.TERMINATED:
                 start -= 1  # repeat the termination, so a late reader learns it too
-            self._sessions[session_id] = session.attach(self._server._now())
+            self._keep(session.attach(self._server._now()))
             self._wake(session_id)
         # Starlette cancels the frames when the client disconnects (it listens for that on
         # ASGI servers before spec 2.4, uvicorn's; on later ones the next frame, a ping at the
@@ -241,7 +265,9 @@ class SessionHub:
         while True:
             waiter: asyncio.Future[None] | None = None
             with self._server.lock:
-                session = self._sessions[session_id]
+                session = self._sessions.get(session_id)
+                if session is None:
+                    return  # the server was reset: the session is gone, the stream ends
                 fresh = session.events[cursor:]
                 cursor = len(session.events)
                 over = session.status is SessionStatus.TERMINATED
@@ -262,6 +288,14 @@ class SessionHub:
             finally:
                 with self._server.lock:
                     self._waiters.get(session_id, set()).discard(waiter)
+
+    def reset(self) -> None:
+        """Forget every session and sessions token (:meth:`MockServer.reset`); open streams
+        wake and end."""
+        self._sessions.clear()
+        self._grants.clear()
+        for session_id in list(self._waiters):
+            self._wake(session_id)
 
     def _wake(self, session_id: str) -> None:
         for waiter in self._waiters.pop(session_id, ()):

@@ -48,7 +48,7 @@ import attrs
 
 from workstate._errors import IllegalMoveError, InvalidInputError
 from workstate._records import is_int
-from workstate._time import format_time
+from workstate._time import format_time, parse_time
 
 __all__ = [
     "EventPage",
@@ -58,6 +58,8 @@ __all__ = [
     "Step",
     "StepKind",
     "parse_session_spec",
+    "session_from_record",
+    "session_to_record",
 ]
 
 MAX_EVENTS_PAGE = 1000
@@ -577,3 +579,64 @@ class Session:
         recorded = answered.events[-1]
         running = answered._emit(now, [("session.status_running", {})])
         return running._play(now), recorded
+
+
+# ------------------------------------------------------------------------------ records
+def session_to_record(session: Session) -> dict[str, Any]:
+    """Every field of ``session`` as JSON, for a state file (:func:`session_from_record`)."""
+    return {
+        "id": session.id,
+        "environment_id": session.environment_id,
+        "created_at": format_time(session.created_at),
+        "updated_at": format_time(session.updated_at),
+        "status": session.status.value,
+        "script": [step.to_json() for step in session.script],
+        "position": session.position,
+        "attached": session.attached,
+        "awaiting": session.awaiting,
+        "events": [
+            {
+                "id": e.id,
+                "type": e.type,
+                "processed_at": format_time(e.processed_at),
+                "sent_by": e.sent_by,
+                "fields": dict(e.fields),
+            }
+            for e in session.events
+        ],
+    }
+
+
+def session_from_record(record: Any) -> Session:
+    """The session :func:`session_to_record` wrote; a 400 (or a TypeError, KeyError) if not."""
+    script = tuple(_step(step, f"script[{n}]") for n, step in enumerate(record["script"]))
+    events = tuple(
+        SessionEvent(
+            id=str(e["id"]),
+            type=str(e["type"]),
+            processed_at=parse_time(e["processed_at"], key="processed_at"),
+            sent_by=str(e["sent_by"]),
+            fields=dict(e["fields"]),
+        )
+        for e in record["events"]
+    )
+    position, attached, awaiting = record["position"], record["attached"], record["awaiting"]
+    if not is_int(position) or type(attached) is not bool or not isinstance(awaiting, str | None):
+        raise InvalidInputError(
+            "a session record's position, attached or awaiting has the wrong type",
+            key="session",
+            expected="an int, a bool and a string or null",
+            got=record,
+        )
+    return Session(
+        id=str(record["id"]),
+        environment_id=str(record["environment_id"]),
+        created_at=parse_time(record["created_at"], key="created_at"),
+        updated_at=parse_time(record["updated_at"], key="updated_at"),
+        status=SessionStatus(record["status"]),
+        script=script,
+        position=position,
+        attached=attached,
+        awaiting=awaiting,
+        events=events,
+    )

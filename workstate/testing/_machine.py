@@ -53,6 +53,7 @@ __all__ = ["CoreAdapter", "Reply", "WorkAdapter", "WorkOracle"]
 
 _MICRO = _dt.timedelta(microseconds=1)
 _SECOND = _dt.timedelta(seconds=1)
+_NO_TIME = _dt.timedelta(0)
 _FOREIGN_TOKEN = "2001-01-01T00:00:00.000000Z"  # well-formed, and never any item's token
 _ADVANCES = (0.0, 0.001, 1.0, 5.0, 9.999, 30.0, 59.0, 61.0, 119.0, 121.0, 300.0, 601.0)
 # A well-behaved client echoes the last token: that path is drawn most, so runs go deep.
@@ -203,9 +204,15 @@ class CoreAdapter:
         """Expire an item whose lease ran out (a hook for deliberately broken variants)."""
         return work.expire(now)
 
+    def _time(self, work: Work) -> _dt.datetime:
+        """The clock's time, or the item's own when it ran ahead of a clock standing still
+        (a heartbeat at the time of the previous one happens a microsecond later)."""
+        return max(self.clock.now(), work.touched_at)
+
     def _answer(self, work_id: str, op: Callable[[Work, _dt.datetime], Work]) -> Reply:
         try:
-            work = op(self.current(work_id), self.clock.now())
+            work = self.current(work_id)
+            work = op(work, self._time(work))
         except WorkstateError as exc:
             return Reply.from_error(exc)
         self.items[work_id] = work
@@ -246,8 +253,9 @@ class CoreAdapter:
     ) -> Reply:
         """Heartbeat an item."""
         try:
-            work, beat = self.current(work_id).heartbeat(
-                self.clock.now(),
+            work = self.current(work_id)
+            work, beat = work.heartbeat(
+                self._time(work),
                 expected_last_heartbeat=expected_last_heartbeat,
                 desired_ttl_seconds=desired_ttl_seconds,
             )
@@ -380,7 +388,7 @@ class WorkOracle(RuleBasedStateMachine):
                 if any(item.sut_id == sut.id for item in self.items):
                     problems.append(f"the SUT gave the new item the id {sut.id!r} of another one")
                 unit = self._unit(Stamp.ACKNOWLEDGED_AT)
-                t, problem = _window("created_at", sut.created_at, unit, before, after, None)
+                t, problem = _window("created_at", sut.created_at, unit, before, after, None, after)
                 if problem:
                     problems.append(problem)
                 work = Work.create(
@@ -622,18 +630,22 @@ class WorkOracle(RuleBasedStateMachine):
     ) -> _Outcome:
         problems: list[str] = []
         floor = max(before, work.touched_at)
-        t, slack = floor, after - floor
+        t, slack = floor, max(after - floor, _NO_TIME)
         move = lookup(self.profile).get((work.state, op)) if op is not None else None
         if move is not None and move.changes and reply.is_success:
             found = self._sut_time(op, move, reply)
             if found is not None:
                 key, value, unit = found
-                adopted, problem = _window(key, value, unit, before, after, work.touched_at)
+                ahead = work.touched_at
+                latest = work.latest_heartbeat_at
+                if op is Operation.HEARTBEAT and latest is not None:
+                    ahead = max(ahead, latest + _MICRO)
+                adopted, problem = _window(key, value, unit, before, after, work.touched_at, ahead)
                 if problem:
                     problems.append(problem)
                 else:
                     t = adopted
-                    slack = min(value + unit - _MICRO, after) - t
+                    slack = max(min(value + unit - _MICRO, after) - t, _NO_TIME)
         new, token = work, None
         if run is None:
             model = Reply.ok(work.to_json())
@@ -826,16 +838,22 @@ def _window(
     before: _dt.datetime,
     after: _dt.datetime,
     touched: _dt.datetime | None,
+    ahead: _dt.datetime,
 ) -> tuple[_dt.datetime, str | None]:
     """The model's time for an operation the SUT stamped ``value`` (at ``unit`` precision),
-    or a complaint when that stamp cannot be the time of this request."""
+    or a complaint when that stamp cannot be the time of this request.
+
+    ``ahead`` is the latest time the operation may carry even when the request ended earlier:
+    an item's own time may run ahead of a clock standing still, since a heartbeat at the time
+    of the previous one happens a microsecond later (tokens never repeat).
+    """
     if touched is not None and value + unit <= touched:
         return before, (
             f"the SUT set {key} to {format_time(value)}, earlier than the item's latest "
             f"recorded time {format_time(touched)}: time moved backwards"
         )
     lo = max(value, before, touched or before)
-    if lo > after or value + unit <= before:
+    if lo > max(after, ahead) or value + unit <= before:
         return before, (
             f"the SUT set {key} to {format_time(value)}, outside the request's time window "
             f"{_span(before, after)}"

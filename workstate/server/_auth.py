@@ -1,0 +1,58 @@
+"""The API key: refuse at start-up a key that no request could ever carry.
+
+Theory of operation
+-------------------
+A client sends the key in a header (``x-api-key``, or ``Authorization: Bearer``).  HTTP header
+values are bytes that servers read as Latin-1, and parsers strip the whitespace around a value;
+a header cannot hold a control character at all.  So a key with surrounding whitespace, a
+control character, or a character outside Latin-1 can never match any request, and a server
+started with one would refuse everything with a 401 that no client could fix.  An empty key
+would match an empty header, which is no protection.  :func:`check_api_key` refuses all of
+these when the server is built (``MockServer(api_key=...)``, ``serve --api-key``), saying why.
+"""
+
+from __future__ import annotations
+
+from workstate._errors import InvalidInputError
+from workstate._text import excerpt
+
+__all__ = ["check_api_key"]
+
+_ACCEPTED = "a non-empty key of printable Latin-1 characters with no leading or trailing whitespace"
+
+
+def check_api_key(key: object) -> str | None:
+    """``key`` if a request could carry it in a header (or None: no key), else a 400."""
+    if key is None:
+        return None
+    problem = None
+    if not isinstance(key, str):
+        problem = f"must be a string, got {type(key).__name__}"
+    elif not key:
+        problem = "is empty, which would match an empty header"
+    elif key != key.strip():
+        problem = (
+            "has leading or trailing whitespace, which HTTP strips from header values, so no "
+            "request could match it"
+        )
+    else:
+        for index, char in enumerate(key):
+            if ord(char) > 0xFF:
+                problem = (
+                    f"holds {char!r} (U+{ord(char):04X}) at index {index}, outside Latin-1: "
+                    "no HTTP header can carry it"
+                )
+                break
+            if not char.isprintable() and char != " ":  # tabs, control characters
+                problem = (
+                    f"holds the control character U+{ord(char):04X} at index {index}, which "
+                    "no HTTP header can carry"
+                )
+                break
+    if problem is None:
+        return key  # type: ignore[return-value]
+    raise InvalidInputError(
+        f"the API key {problem}; use {_ACCEPTED} (got {excerpt(key, 8)})",
+        key="api_key",
+        expected=_ACCEPTED,
+    )

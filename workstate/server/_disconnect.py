@@ -1,0 +1,57 @@
+"""Whether the client of a waiting request is still there (for long polls).
+
+Theory of operation
+-------------------
+A poll with ``block_ms`` waits for work; if its client disconnects meanwhile, a handler that
+went on waiting would hand the next new item to nobody (and hide it for the redelivery window).
+:class:`ClientWatch` lets the handler wait for *either* its wake-up *or* the ASGI
+``http.disconnect`` message, and check right before it delivers.
+
+The check (:meth:`ClientWatch.gone`) asks the receive channel without waiting (Starlette's
+``Request.is_disconnected``), so it sees a disconnect the server has already processed even
+when the watching task has not run yet.  A disconnect the server has not yet *seen* (the packet
+is still in flight) cannot be known by anyone; such a delivery is an ordinary lost answer, and
+the item comes back after the poll's redelivery window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+
+__all__ = ["ClientWatch"]
+
+
+class ClientWatch:
+    """Watch one request's client while its handler waits; :meth:`close` when done."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._task: asyncio.Task[None] | None = None
+
+    async def gone(self) -> bool:
+        """Whether the client has disconnected (as far as the server has seen), without waiting."""
+        task = self._task
+        if task is not None and task.done():
+            error = task.exception()  # e.g. a body over the limit: answer with that error
+            if error is not None:
+                raise error
+            return True
+        return await self._request.is_disconnected()
+
+    async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        """Wait until ``waiter`` is done, the client disconnects, or ``timeout`` seconds pass."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._until_disconnect())
+        await asyncio.wait((waiter, self._task), timeout=timeout, return_when="FIRST_COMPLETED")
+
+    def close(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()  # (a no-op once it has finished)
+
+    async def _until_disconnect(self) -> None:
+        receive = self._request.receive
+        while (await receive())["type"] != "http.disconnect":
+            pass  # a body the poll does not read

@@ -1,0 +1,555 @@
+"""The mock as a test harness: fault rules, the request journal, reset, inspection, health.
+
+Theory of operation
+-------------------
+The rules live in pure modules (``_faults.py`` matches and counts fault rules, ``_journal.py``
+classifies requests and builds journal entries); this module is the ASGI glue around them.
+
+:class:`HarnessMiddleware` is the outermost middleware of the app.  For each HTTP request it
+
+1. gives the request its ``request-id`` (from the server's seeded generator), numbers its
+   arrival (``seq``) and classifies it (operation, environment, work item);
+2. asks the :class:`~workstate.server._faults.FaultSet` whether a rule fires (``/mock/``
+   controls never match), and applies the effect: wait ``delay_ms``; answer an error status
+   in the API's envelope without calling the app; or drop the connection before calling it,
+   or after (the call is applied, its answer withheld);
+3. otherwise calls the app with a context (a :class:`contextvars.ContextVar`) in which the
+   server notes, under its lock, the time it hands to the core, the order of the core call
+   (``core_seq``) and the item as it stood (:meth:`Harness.note_core_call`);
+4. records the journal entry: the request, the answer it captured on the way out, and what
+   the call did (:func:`~workstate.server._journal.outcome`).
+
+Dropping a connection.  ASGI has no message for "close without answering".  Under uvicorn
+the ``receive`` callable is a method of the connection's request cycle, which holds the
+socket's transport: the middleware closes that transport, lets the event loop run once so
+uvicorn sees the disconnection (and sends no 500 of its own), and returns; the client reads
+end-of-file where the status line should be (httpx: ``RemoteProtocolError: Server
+disconnected without sending a response``; the SDK: ``APIConnectionError``, retried).  In
+process (``httpx2.ASGITransport``) there is no connection: the middleware raises
+:class:`ConnectionDropped` out of the app, which the transport raises to the client
+(``raise_app_exceptions=True``, its default) and the SDK turns into the same
+``APIConnectionError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import attrs
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workstate._environment import Environment
+from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
+from workstate._time import format_time
+from workstate._work import Work
+from workstate.server._faults import FaultRule, FaultSet, error_type_for
+from workstate.server._journal import OPERATIONS, Journal, JournalEntry, classify, decode_body
+from workstate.server._journal import outcome as _outcome
+from workstate.server._render import JSONResponse
+
+if TYPE_CHECKING:
+    from workstate.server._app import MockServer
+
+__all__ = ["ConnectionDropped", "Harness", "HarnessMiddleware"]
+
+_BODY_CAP = 1 << 20  # the journal keeps at most this much of a request or response body
+# The journal's own listings are not kept as answers: each would hold the journal again.
+_UNKEPT_ANSWERS = frozenset({"/mock/journal"})
+
+
+class ConnectionDropped(Exception):
+    """Raised out of the app in process, where a fault rule drops the connection."""
+
+
+@attrs.define
+class _Call:
+    """What the server notes about one request while the core serves it."""
+
+    work_id: str | None
+    server_time: str | None = None
+    core_seq: int | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None  # the item, when the answer carries none (a 204 stop)
+
+
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "workstate_harness_call", default=None
+)
+
+
+class Harness:
+    """The server's fault rules and journal, and the ``/mock/`` endpoints that control them.
+
+    Reach it as ``server.harness``; every method is safe to call from a test thread while
+    the server runs.
+    """
+
+    def __init__(self, server: MockServer, seed: int) -> None:
+        self.server = server
+        self.faults = FaultSet(seed=seed)
+        """The fault rules (use the methods below rather than this object directly)."""
+        self.journal = Journal()
+        """The request journal; set ``journal.sink`` to receive each finished entry."""
+        self.lock = threading.Lock()
+        """Held around every touch of the rules and the journal."""
+        self._core_seq = 0
+        self._epoch = 0  # grows with every reset; a request of an earlier one is not recorded
+
+    # -------------------------------------------------------------- for programs and tests
+    def add_fault(self, rule: object) -> dict[str, Any]:
+        """Add a fault rule (the JSON of ``POST /mock/faults``); returns it with its id."""
+        with self.lock:
+            return self.faults.add(rule).to_json()
+
+    def fault_rules(self) -> list[dict[str, Any]]:
+        """Every fault rule with its counts, in the order added."""
+        with self.lock:
+            return [r.to_json() for r in self.faults.rules()]
+
+    def clear_faults(self) -> int:
+        """Remove every fault rule; returns how many there were."""
+        with self.lock:
+            n = len(self.faults.rules())
+            self.faults.clear()
+            return n
+
+    def remove_fault(self, rule_id: str) -> None:
+        """Remove one fault rule (404 if there is none with this id)."""
+        with self.lock:
+            if not self.faults.remove(rule_id):
+                raise NotFoundError(f"no fault rule {rule_id!r}; GET /mock/faults lists them")
+
+    def entries(
+        self,
+        *,
+        environment_id: str | None = None,
+        work_id: str | None = None,
+        operation: str | None = None,
+        since: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The journal's entries (as JSON) that match every filter given, in ``seq`` order."""
+        if operation is not None and operation not in OPERATIONS:
+            raise InvalidInputError(
+                f"operation {operation!r} is not an operation the journal records",
+                key="operation",
+                expected=f"one of {list(OPERATIONS)}",
+                got=operation,
+            )
+        with self.lock:
+            found = self.journal.entries(
+                environment_id=environment_id, work_id=work_id, operation=operation, since=since
+            )
+        return [e.to_json() for e in found]
+
+    def clear_journal(self) -> int:
+        """Forget every journal entry (numbering goes on); returns how many there were."""
+        with self.lock:
+            n = len(self.journal)
+            self.journal.clear()
+            return n
+
+    def inspect(self, environment_id: str) -> dict[str, Any]:
+        """Every item of an environment with the server's private lease fields."""
+        server = self.server
+        with server.lock:
+            env = server._environment(environment_id)
+            now = server._now()
+            env.expire_due(now)
+            items: list[dict[str, Any]] = []
+            page: str | None = None
+            while True:
+                listing = env.list(now, limit=1000, page=page)
+                items.extend(_inspection(w) for w in listing.data)
+                page = listing.next_page
+                if page is None:
+                    break
+            stats = env.stats(now).to_json()
+        return {
+            "environment_id": environment_id,
+            "profile": env.profile.name,
+            "now": format_time(now),
+            "stats": stats,
+            "data": items,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """``GET /mock/health``: the server is up, and what it holds."""
+        server = self.server
+        with server.lock:
+            now = server._now()
+            ids = list(server._environments)
+            items = sum(len(server._environments[i]) for i in ids)
+        with self.lock:
+            rules, entries = len(self.faults.rules()), len(self.journal)
+        return {
+            "status": "ok",
+            "profile": server.profile.name,
+            "clock": "manual" if server.manual_clock else "real",
+            "now": format_time(now),
+            "seed": server.seed,
+            "environments": len(ids),
+            "items": items,
+            "faults": rules,
+            "journal_entries": entries,
+        }
+
+    def reset(self) -> None:
+        """Forget every rule and journal entry; numbering and draws start afresh."""
+        with self.lock:
+            self.faults.reset()
+            self.journal.reset()
+            self._core_seq = 0
+            self._epoch += 1
+
+    # -------------------------------------------------------------- hooks for the server
+    def note_core_call(self, env: Environment, now: Any) -> None:
+        """Called by the server, under its lock, just before it calls the core."""
+        call = _CALL.get()
+        if call is None:
+            return  # not a request (a test thread's create_work, say)
+        self._core_seq += 1
+        call.core_seq = self._core_seq
+        call.server_time = format_time(now)
+        work_id = call.work_id
+        if work_id is not None and work_id in env:
+            call.before = env.get(work_id, now).to_json()
+
+    def note_unshown_item(self, work: Work) -> None:
+        """Called by the server when it answers a call on ``work`` with no body (a 204 stop):
+        the journal keeps the item the answer stood for."""
+        call = _CALL.get()
+        if call is not None:
+            call.after = work.to_json()
+
+    def new_request_id(self) -> str:
+        """A request id from the server's seeded generator."""
+        return self.server.new_request_id()
+
+    # -------------------------------------------------------------- the endpoints
+    def routes(self) -> list[Route]:
+        """The ``/mock/`` control endpoints of the harness."""
+        return [
+            Route("/mock/faults", self._faults, methods=["GET", "POST", "DELETE"]),
+            Route("/mock/faults/{rule_id}", self._fault, methods=["DELETE"]),
+            Route("/mock/journal", self._journal, methods=["GET", "DELETE"]),
+            Route("/mock/reset", self._reset, methods=["POST"]),
+            Route("/mock/health", self._health, methods=["GET"]),
+            Route("/mock/environments/{environment_id}", self._inspect, methods=["GET"]),
+        ]
+
+    async def _faults(self, request: Request) -> Response:
+        if request.method in ("GET", "HEAD"):  # (Starlette adds HEAD to GET routes)
+            return JSONResponse({"data": self.fault_rules()})
+        if request.method == "DELETE":
+            return JSONResponse({"deleted": self.clear_faults()})
+        raw = await request.body()
+        try:
+            value = json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError) as exc:
+            raise InvalidInputError(
+                f"the request body is not valid JSON: {exc}",
+                key="body",
+                expected="a fault rule as a JSON object",
+                got=raw[:200].decode("utf-8", "replace"),
+            ) from None
+        return JSONResponse(self.add_fault(value))
+
+    async def _fault(self, request: Request) -> Response:
+        rule_id = request.path_params["rule_id"]
+        self.remove_fault(rule_id)
+        return JSONResponse({"deleted": 1, "id": rule_id})
+
+    async def _journal(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            return JSONResponse({"deleted": self.clear_journal()})
+        query = request.query_params
+        for key in query:
+            if key not in ("environment_id", "work_id", "operation", "since"):
+                raise InvalidInputError(
+                    f"GET /mock/journal has no filter {key!r}",
+                    key=key,
+                    expected="environment_id, work_id, operation or since",
+                    got=key,
+                )
+        since_text = query.get("since")
+        since = None
+        if since_text is not None:
+            if not since_text.isascii() or not since_text.isdigit():
+                raise InvalidInputError(
+                    f"since must be a seq number, got {since_text!r}",
+                    key="since",
+                    expected="a non-negative integer (the seq of an earlier entry)",
+                    got=since_text,
+                )
+            since = int(since_text)
+        entries = self.entries(
+            environment_id=query.get("environment_id"),
+            work_id=query.get("work_id"),
+            operation=query.get("operation"),
+            since=since,
+        )
+        return JSONResponse({"data": entries})
+
+    async def _reset(self, request: Request) -> Response:
+        self.server.reset()
+        return JSONResponse(self.health())
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse(self.health())
+
+    async def _inspect(self, request: Request) -> Response:
+        return JSONResponse(self.inspect(request.path_params["environment_id"]))
+
+    # -------------------------------------------------------------- one request
+    def _arrive(
+        self, facts: tuple[str | None, str | None, str | None], worker: str | None
+    ) -> tuple[int, int, FaultRule | None]:
+        with self.lock:
+            seq = self.journal.arrive()
+            rule = self.faults.pick(facts[0], facts[1], facts[2], worker)
+            return self._epoch, seq, rule
+
+    def _record(self, epoch: int, entry: JournalEntry) -> None:
+        with self.lock:
+            if epoch == self._epoch:  # a reset since the request arrived: it is forgotten
+                self.journal.record(entry)
+
+
+def _inspection(work: Work) -> dict[str, Any]:
+    def t(value: Any) -> str | None:
+        return None if value is None else format_time(value)
+
+    return {
+        **work.to_json(include_secret=True),
+        "lease": {
+            "last_heartbeat": work.last_heartbeat,
+            "ttl_seconds": work.ttl_seconds,
+            "lease_expires_at": t(work.lease_expires_at),
+            "delivered_at": t(work.delivered_at),
+            "delivered_to": work.delivered_to,
+            "attempt": work.attempt,
+            "version": work.version,
+            "touched_at": t(work.touched_at),
+        },
+    }
+
+
+def _transport(receive: Receive) -> asyncio.BaseTransport | None:
+    """The socket transport behind ``receive``, when uvicorn serves the request."""
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    return transport if isinstance(transport, asyncio.BaseTransport) else None
+
+
+async def _drop(receive: Receive, rule: FaultRule) -> None:
+    transport = _transport(receive)
+    if transport is None:
+        raise ConnectionDropped(
+            f"fault rule {rule.id} dropped the connection (in process there is no "
+            "connection to close, so the app raises instead)"
+        )
+    transport.close()
+    # Let the loop deliver connection_lost, so uvicorn marks the request disconnected and
+    # does not answer a 500 for an app that returned without a response.
+    await asyncio.sleep(0)
+
+
+class HarnessMiddleware:
+    """Outermost middleware: request ids, fault rules and the journal (see the module)."""
+
+    def __init__(self, app: ASGIApp, harness: Harness) -> None:
+        self.app = app
+        self.harness = harness
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        harness = self.harness
+        started = time.monotonic()
+        request_id = harness.new_request_id()
+        scope = {**scope, "state": {**scope.get("state", {}), "request_id": request_id}}
+        headers = Headers(scope=scope)
+        worker = headers.get("anthropic-worker-id") or None
+        method, path = scope["method"], scope["path"]
+        facts = classify(method, path)
+        epoch, seq, rule = harness._arrive(facts, worker)
+        body = bytearray()
+        request_done = False
+
+        async def tee() -> Message:
+            nonlocal request_done
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if len(body) < _BODY_CAP:
+                    body.extend(chunk[: _BODY_CAP - len(body)])
+                request_done = not message.get("more_body", False)
+            return message
+
+        status: int | None = None
+        answer = bytearray()
+        sent = False
+        recorded = False
+        withhold = rule is not None and rule.effect.drop == "after"
+        call = _Call(work_id=facts.work_id)
+        over_socket = _transport(receive) is not None
+        keep = path not in _UNKEPT_ANSWERS
+
+        def finish(delivered: bool) -> None:
+            # Recorded before the answer's last byte leaves (or the connection closes), so a
+            # client that has its answer finds the request in the journal.
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self._finish(
+                    epoch,
+                    seq,
+                    request_id,
+                    scope,
+                    worker,
+                    facts,
+                    bytes(body),
+                    started,
+                    call,
+                    rule,
+                    status,
+                    bytes(answer),
+                    delivered,
+                    over_socket,
+                )
+
+        async def capture(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status in (204, 304):  # no body follows: the headers are the whole answer
+                    finish(not withhold)
+            elif message["type"] == "http.response.body":
+                if keep and len(answer) < _BODY_CAP:
+                    answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
+                if not message.get("more_body", False):
+                    finish(not withhold)
+            if not withhold:
+                sent = True
+                await send(message)
+
+        try:
+            if rule is not None:
+                effect = rule.effect
+                if effect.delay_ms:
+                    await asyncio.sleep(effect.delay_ms / 1000)
+                if effect.status is not None or effect.drop == "before":
+                    while not request_done and len(body) < _BODY_CAP:
+                        if (await tee())["type"] != "http.request":
+                            break
+                    if effect.status is None:
+                        finish(False)
+                        await _drop(receive, rule)
+                    else:
+                        await self._refuse(rule, request_id, scope, receive, capture)
+                    return
+            token = _CALL.set(call)
+            try:
+                await self.app(scope, tee, capture)
+            finally:
+                _CALL.reset(token)
+            if rule is not None and withhold:
+                finish(False)
+                await _drop(receive, rule)
+        finally:
+            finish(sent)  # an app that failed half way: what was sent, if anything
+
+    async def _refuse(
+        self, rule: FaultRule, request_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        effect = rule.effect
+        assert effect.status is not None
+        conflict = self.harness.server.profile.conflict_error_type
+        message = effect.message or (
+            f"fault rule {rule.id} answered {effect.status}; the call was not applied"
+        )
+        error = WorkstateError(
+            message,
+            status=effect.status,
+            error_type=effect.error_type or error_type_for(effect.status, conflict),
+        )
+        headers = {"request-id": request_id}
+        if effect.retry_after is not None:
+            headers["retry-after"] = f"{effect.retry_after:g}"
+        response = JSONResponse(
+            error.to_json(request_id=request_id), status_code=effect.status, headers=headers
+        )
+        await response(scope, receive, send)
+
+    def _finish(
+        self,
+        epoch: int,
+        seq: int,
+        request_id: str,
+        scope: Scope,
+        worker: str | None,
+        facts: tuple[str | None, str | None, str | None],
+        body: bytes,
+        started: float,
+        call: _Call,
+        rule: FaultRule | None,
+        status: int | None,
+        answer: bytes,
+        sent: bool,
+        over_socket: bool,
+    ) -> None:
+        operation, environment_id, work_id = facts
+        response = decode_body(answer) if status is not None else None
+        item = call.after if status == 204 else None
+        applied, move, error = _outcome(operation, call.before, status, response, item)
+        if work_id is None and operation in ("poll", "create") and isinstance(response, dict):
+            found = response.get("id")
+            work_id = found if isinstance(found, str) else None
+        withheld = None
+        if not sent and status is not None:
+            withheld = {"status": status, "response": response}
+        client = scope.get("client")
+        peer = "asgi"
+        if over_socket and client:
+            peer = f"{client[0]}:{client[1]}"
+        entry = JournalEntry(
+            seq=seq,
+            request_id=request_id,
+            client=peer,
+            worker_id=worker,
+            method=scope["method"],
+            path=scope["path"],
+            query=_query(scope),
+            body=decode_body(body),
+            operation=operation,
+            environment_id=environment_id,
+            work_id=work_id,
+            started_mono=started,
+            finished_mono=time.monotonic(),
+            server_time=call.server_time,
+            status=status if sent else None,
+            response=response if sent else None,
+            applied=applied,
+            fault=None if rule is None else {"id": rule.id, "effect": rule.effect.to_json()},
+            move=move,
+            error=error if sent else None,
+            core_seq=call.core_seq,
+            withheld=withheld,
+            item=item,
+        )
+        self.harness._record(epoch, entry)
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"")
+    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))

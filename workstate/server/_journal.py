@@ -1,0 +1,325 @@
+"""The request journal: every request the mock server saw, what it did, and why.
+
+Theory of operation
+-------------------
+A :class:`JournalEntry` is one request and its outcome, as plain data.  Its JSON (one object
+per request, the format the history checker reads) has these keys, in this order:
+
+``seq`` (from 1, in arrival order), ``request_id``, ``client`` (the peer ``host:port``, or
+``"asgi"`` in process), ``worker_id`` (the ``anthropic-worker-id`` header), ``method``,
+``path``, ``query`` (str → str), ``body`` (parsed JSON; the raw text if it is not JSON; null if
+empty), ``operation`` (see :data:`OPERATIONS`; null for ``/mock/`` controls and unknown routes),
+``environment_id``, ``work_id``, ``started_mono``/``finished_mono`` (the server process's
+``time.monotonic()`` at arrival and when the answer was sent — just before its last part, so a
+client holding its answer finds the entry — or the connection dropped),
+``server_time`` (the time handed to the core, null if the core was not called), ``status``
+(null when the connection was dropped), ``response`` (the parsed answer; null when none was
+sent, and for the journal's own listings, which would hold the journal again), ``applied``
+(the call changed the item), ``fault`` (``{"id", "effect"}`` of the rule that fired, or null),
+``move`` (``{"from", "to"}`` when a row of the table applied; ``from`` is null for a creation),
+``error`` (``{"status", "type", "message", "error_code"}`` when the
+request was refused),
+
+and two more: ``core_seq`` (the order in which the core served the calls, under its lock: the
+order the changes happened in, which concurrent requests need not share with ``seq``) and
+``withheld`` (the answer the server computed but never sent, for a ``drop: after`` fault:
+``{"status", "response"}``, else null), and ``item``: the item a call left when its answer
+carries none (a stop answered 204 under a profile with ``stop_response = "no_content"``),
+else null, so the journal and the trace checker still see what the stop did.
+
+What a call did is read from what the server answered, compared with the item as it stood
+when the core took the call (:func:`outcome`): an answer equal to that record changed nothing
+(a safe retry), a heartbeat applied a row when it extended the lease, a poll when it handed
+out an item.  So the journal needs no hook inside the core.
+
+:class:`Journal` keeps the entries, numbers arrivals, filters by environment, item, operation
+and ``since`` (a ``seq``), and hands every finished entry to an optional sink (``serve
+--journal FILE`` writes JSON Lines).  Its :func:`~workstate._trace.journal_trace_records`
+records feed ``python -m workstate check`` as they are.
+
+No I/O here, no clock reads: the adapter passes every time in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import attrs
+
+__all__ = [
+    "OPERATIONS",
+    "Journal",
+    "JournalEntry",
+    "RequestFacts",
+    "classify",
+    "decode_body",
+    "outcome",
+]
+
+OPERATIONS: tuple[str, ...] = (
+    "poll",
+    "ack",
+    "heartbeat",
+    "stop",
+    "get",
+    "update",
+    "list",
+    "stats",
+    "create",
+    "session_get",
+    "session_events",
+    "session_stream",
+    "session_send",
+)
+"""Every operation name a journal entry may carry (``create`` is the mock's queueing call)."""
+
+_SEGMENT = r"[^/]+"
+_WORK = rf"/v1/environments/(?P<env>{_SEGMENT})/work"
+_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (method, re.compile(pattern), operation)
+    for method, pattern, operation in (
+        ("GET", _WORK + "/poll", "poll"),
+        ("GET", _WORK + "/stats", "stats"),
+        ("GET", _WORK, "list"),
+        ("POST", _WORK + rf"/(?P<work>{_SEGMENT})/ack", "ack"),
+        ("POST", _WORK + rf"/(?P<work>{_SEGMENT})/heartbeat", "heartbeat"),
+        ("POST", _WORK + rf"/(?P<work>{_SEGMENT})/stop", "stop"),
+        ("GET", _WORK + rf"/(?P<work>{_SEGMENT})", "get"),
+        ("POST", _WORK + rf"/(?P<work>(?!poll$|stats$){_SEGMENT})", "update"),
+        ("POST", rf"/mock/environments/(?P<env>{_SEGMENT})/work", "create"),
+        ("GET", rf"/v1/sessions/(?P<session>{_SEGMENT})", "session_get"),
+        ("GET", rf"/v1/sessions/(?P<session>{_SEGMENT})/events", "session_events"),
+        ("GET", rf"/v1/sessions/(?P<session>{_SEGMENT})/events/stream", "session_stream"),
+        ("POST", rf"/v1/sessions/(?P<session>{_SEGMENT})/events", "session_send"),
+    )
+)
+_HEAD_AS_GET = {"HEAD": "GET"}
+
+
+class RequestFacts(NamedTuple):
+    """What a request is about, read from its method and path alone."""
+
+    operation: str | None
+    """The operation name, or None (a ``/mock/`` control, an unknown route, a wrong method)."""
+    environment_id: str | None
+    """The environment the path names."""
+    work_id: str | None
+    """The work item the path names."""
+
+
+def classify(method: str, path: str) -> RequestFacts:
+    """The operation, environment and item a request is about.
+
+    >>> classify("POST", "/v1/environments/env_a/work/work_1/heartbeat")
+    RequestFacts(operation='heartbeat', environment_id='env_a', work_id='work_1')
+    >>> classify("POST", "/mock/faults")
+    RequestFacts(operation=None, environment_id=None, work_id=None)
+    """
+    method = _HEAD_AS_GET.get(method, method)
+    for route_method, pattern, operation in _ROUTES:
+        if route_method != method:
+            continue
+        found = pattern.fullmatch(path)
+        if found is not None:
+            groups = found.groupdict()
+            return RequestFacts(operation, groups.get("env"), groups.get("work"))
+    return RequestFacts(None, None, None)
+
+
+def decode_body(raw: bytes) -> Any:
+    """A body as the journal shows it: parsed JSON, else the text, None when empty."""
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw.decode("utf-8", "replace")
+
+
+def _error_of(status: int | None, response: object) -> dict[str, Any] | None:
+    if status is None or status < 400:
+        return None
+    error = response.get("error") if isinstance(response, Mapping) else None
+    if not isinstance(error, Mapping):
+        return {"status": status, "type": None, "message": None, "error_code": None}
+    return {
+        "status": status,
+        "type": error.get("type"),
+        "message": error.get("message"),
+        "error_code": error.get("error_code"),
+    }
+
+
+def outcome(
+    operation: str | None,
+    before: Mapping[str, Any] | None,
+    status: int | None,
+    response: object,
+    item: Mapping[str, Any] | None = None,
+) -> tuple[bool, dict[str, Any] | None, dict[str, Any] | None]:
+    """``(applied, move, error)`` of a call, from the item's JSON when the core took the call
+    (``before``, None when the path named no existing item) and the answer (or ``item``, the
+    record a bodiless 204 answer stood for).
+
+    >>> outcome("ack", {"state": "queued"}, 200, {"state": "starting"})
+    (True, {'from': 'queued', 'to': 'starting'}, None)
+    >>> outcome("ack", {"state": "starting"}, 200, {"state": "starting"})
+    (False, None, None)
+    >>> outcome("stop", {"state": "active"}, 204, None, {"state": "stopping"})
+    (True, {'from': 'active', 'to': 'stopping'}, None)
+    """
+    if status == 204 and item is not None:
+        status, response = 200, item  # what the empty answer stood for
+    error = _error_of(status, response)
+    if status != 200 or not isinstance(response, Mapping):
+        return False, None, error
+    applied = False
+    if operation == "create":
+        return True, {"from": None, "to": response.get("state")}, None
+    if operation == "poll":
+        applied = response.get("type") == "work"
+    elif operation == "heartbeat":
+        applied = response.get("lease_extended") is True
+    elif operation in ("ack", "stop", "update"):
+        applied = before is not None and dict(before) != dict(response)
+    if not applied:
+        return False, None, None
+    source = "queued" if operation == "poll" else None if before is None else before.get("state")
+    return True, {"from": source, "to": response.get("state")}, None
+
+
+@attrs.frozen(kw_only=True)
+class JournalEntry:
+    """One request and its outcome (see the module's docstring for each field)."""
+
+    seq: int
+    request_id: str | None
+    client: str
+    worker_id: str | None
+    method: str
+    path: str
+    query: Mapping[str, str]
+    body: Any
+    operation: str | None
+    environment_id: str | None
+    work_id: str | None
+    started_mono: float
+    finished_mono: float
+    server_time: str | None
+    status: int | None
+    response: Any
+    applied: bool
+    fault: Mapping[str, Any] | None
+    move: Mapping[str, Any] | None
+    error: Mapping[str, Any] | None
+    core_seq: int | None = None
+    withheld: Mapping[str, Any] | None = None
+    item: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as ``GET /mock/journal`` and ``serve --journal`` write it."""
+        return {
+            "seq": self.seq,
+            "request_id": self.request_id,
+            "client": self.client,
+            "worker_id": self.worker_id,
+            "method": self.method,
+            "path": self.path,
+            "query": dict(self.query),
+            "body": self.body,
+            "operation": self.operation,
+            "environment_id": self.environment_id,
+            "work_id": self.work_id,
+            "started_mono": self.started_mono,
+            "finished_mono": self.finished_mono,
+            "server_time": self.server_time,
+            "status": self.status,
+            "response": self.response,
+            "applied": self.applied,
+            "fault": None if self.fault is None else dict(self.fault),
+            "move": None if self.move is None else dict(self.move),
+            "error": None if self.error is None else dict(self.error),
+            "core_seq": self.core_seq,
+            "withheld": None if self.withheld is None else dict(self.withheld),
+            "item": None if self.item is None else dict(self.item),
+        }
+
+
+class Journal:
+    """The entries in arrival order, and the numbers handed to arrivals.
+
+    ``sink`` receives every finished entry's JSON (a file writer, say).  Memory holds the
+    latest ``max_entries`` entries (a server left running must not grow without bound); the
+    sink sees every one.
+    """
+
+    def __init__(
+        self,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        max_entries: int = 100_000,
+    ) -> None:
+        self.sink = sink
+        """Called with each finished entry's JSON, or None."""
+        self.max_entries = max_entries
+        """How many entries memory keeps (the oldest go first)."""
+        self._entries: list[JournalEntry] = []
+        self._arrivals = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def arrive(self) -> int:
+        """The ``seq`` of a request that just arrived."""
+        self._arrivals += 1
+        return self._arrivals
+
+    def record(self, entry: JournalEntry) -> None:
+        """Keep a finished entry (in ``seq`` order) and hand it to the sink."""
+        entries = self._entries
+        entries.append(entry)
+        # Entries finish out of order (a long poll outlives later requests); keep seq order.
+        i = len(entries) - 1
+        while i > 0 and entries[i - 1].seq > entry.seq:
+            entries[i], entries[i - 1] = entries[i - 1], entries[i]
+            i -= 1
+        excess = len(entries) - self.max_entries
+        if excess > self.max_entries // 10:  # trim in batches: a list's front is costly to cut
+            del entries[:excess]
+        if self.sink is not None:
+            self.sink(entry.to_json())
+
+    def entries(
+        self,
+        *,
+        environment_id: str | None = None,
+        work_id: str | None = None,
+        operation: str | Iterable[str] | None = None,
+        since: int | None = None,
+    ) -> list[JournalEntry]:
+        """The entries that match every filter given, in ``seq`` order.
+
+        ``since`` keeps the entries with a larger ``seq``.
+        """
+        names = {operation} if isinstance(operation, str) else operation
+        names = None if names is None else set(names)
+        return [
+            e
+            for e in self._entries
+            if (environment_id is None or e.environment_id == environment_id)
+            and (work_id is None or e.work_id == work_id)
+            and (names is None or e.operation in names)
+            and (since is None or e.seq > since)
+        ]
+
+    def clear(self) -> None:
+        """Forget every entry; numbering goes on (so ``since`` stays meaningful)."""
+        self._entries = []
+
+    def reset(self) -> None:
+        """Forget every entry and number from 1 again."""
+        self._entries = []
+        self._arrivals = 0
