@@ -669,3 +669,10 @@ def test_the_journals_own_listings_are_not_kept_as_answers(http: httpx2.Client) 
         ("/mock/journal", 200, None),
         ("/mock/journal", 200, None),
     ]
+
+
+def test_an_unshown_item_outside_a_request_is_ignored() -> None:
+    server = MockServer(clock=ManualClock(T0))
+    work = server.create_work(ENV)
+    server.harness.note_unshown_item(work)  # a test thread, not a request: nothing to note
+    assert server.harness.entries() == []
