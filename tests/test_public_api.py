@@ -40,22 +40,31 @@ EXPECTED = {
     "StopResponse",
     "SystemClock",
     "Violation",
+    "History",
+    "HistoryCall",
+    "HistoryFormatError",
+    "HistoryProblem",
+    "HistoryReport",
     "Work",
     "WorkBody",
     "WorkData",
     "WorkstateError",
     "allowed_operations",
+    "check_history",
     "ensure_utc",
     "error_from_json",
     "format_time",
     "heartbeat_from_json",
     "heartbeat_to_json",
+    "history_from_journal",
     "invariant_violations",
     "lease_state_from_json",
     "load_profile",
     "mermaid",
     "parse_time",
     "profile_from_mapping",
+    "read_history",
+    "render_timeline",
     "to_pendulum",
     "work_from_json",
     "work_to_json",
@@ -130,5 +139,7 @@ def test_the_server_exports() -> None:
 
 def test_core_does_no_io() -> None:
     forbidden = {"socket", "asyncio", "threading", "subprocess", "urllib", "http", "time"}
+    # The history checker's command line is an adapter: it reads the clock for --timeout.
+    allowed = {"_history_cli.py": {"time"}}
     for path in PACKAGE.glob("_*.py"):
-        assert not (_imports(path) & forbidden), path.name
+        assert not (_imports(path) & forbidden - allowed.get(path.name, set())), path.name

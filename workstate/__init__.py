@@ -14,7 +14,15 @@ from workstate._errors import (
     PreconditionFailedError,
     WorkstateError,
 )
+from workstate._history import (
+    History,
+    HistoryCall,
+    HistoryFormatError,
+    history_from_journal,
+    read_history,
+)
 from workstate._invariants import Violation, invariant_violations
+from workstate._linearize import HistoryProblem, HistoryReport, check_history
 from workstate._profile import (
     ANTHROPIC,
     PROFILES,
@@ -36,6 +44,7 @@ from workstate._time import (
     parse_time,
     to_pendulum,
 )
+from workstate._timeline import render_timeline
 from workstate._trace import (
     TraceChecker,
     TraceReport,
@@ -66,6 +75,11 @@ __all__ = [
     "AckLease",
     "Environment",
     "HeartbeatResult",
+    "History",
+    "HistoryCall",
+    "HistoryFormatError",
+    "HistoryProblem",
+    "HistoryReport",
     "IllegalMoveError",
     "InvalidInputError",
     "LeaseEffect",
@@ -93,6 +107,7 @@ __all__ = [
     "WorkPage",
     "WorkstateError",
     "allowed_operations",
+    "check_history",
     "check_trace",
     "ensure_utc",
     "error_from_json",
@@ -100,12 +115,15 @@ __all__ = [
     "heartbeat_from_json",
     "heartbeat_record",
     "heartbeat_to_json",
+    "history_from_journal",
     "invariant_violations",
     "lease_state_from_json",
     "load_profile",
     "mermaid",
     "parse_time",
     "profile_from_mapping",
+    "read_history",
+    "render_timeline",
     "to_pendulum",
     "work_data_from_json",
     "work_from_json",

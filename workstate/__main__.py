@@ -21,7 +21,8 @@ _USAGE = """usage: python -m workstate COMMAND [ARGS]
 
 commands:
   serve     run the mock work API server (needs the 'server' extra)
-  check     check a recorded trace (JSON Lines) against the model
+  check     check a recorded trace (JSON Lines) against the model;
+            check --history FILE: check a concurrent history for linearizability
   demo      print a work item's life as JSON, step by step
   diagram   print the lifecycle diagram (Mermaid), or --write it into docs/lifecycle.md
 """
@@ -93,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "diagram":
         return diagram(rest)
     if command == "check":
+        if any(a == "--history" or a.startswith("--history=") for a in rest):
+            from workstate._history_cli import main as history_main  # needs no Hypothesis
+
+            return history_main(rest)
         from workstate._trace import main as check_main  # needs no Hypothesis
 
         return check_main(rest)

@@ -32,6 +32,7 @@ import attrs
 
 from workstate._errors import InvalidInputError
 from workstate._records import is_int
+from workstate.server._journal import OPERATIONS
 
 __all__ = [
     "FAULT_OPERATIONS",
@@ -43,20 +44,8 @@ __all__ = [
     "parse_rule",
 ]
 
-FAULT_OPERATIONS: tuple[str, ...] = (
-    "poll",
-    "ack",
-    "heartbeat",
-    "stop",
-    "get",
-    "update",
-    "list",
-    "stats",
-    "session_get",
-    "session_events",
-    "session_stream",
-    "session_send",
-)
+# ``create`` queues work through a /mock/ control, which faults never touch.
+FAULT_OPERATIONS: tuple[str, ...] = tuple(op for op in OPERATIONS if op != "create")
 """The operations a fault rule may name: every API call, and no ``/mock/`` control."""
 
 # The API's error type for each status a fault may answer with; 409 is the profile's.

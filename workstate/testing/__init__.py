@@ -15,6 +15,12 @@ Three tools, all following a :class:`~workstate.Profile`:
   ``python -m workstate check FILE``): can some sequence of legal operations explain a
   recorded trace?  It needs no Hypothesis and lives in the core package; it is re-exported
   here for convenience.
+- **Concurrent histories** for the linearizability checker (:func:`workstate.check_history`,
+  ``python -m workstate check --history FILE``): :class:`HistoryRecorder` (an ``httpx2``
+  transport for the official SDK that records what a client saw), :func:`model_histories`
+  (legal histories drawn from the model, calls overlapping in real time),
+  :func:`answer_mutations` (each answer turned into one the model never gives), and
+  :func:`client_programs` / :func:`run_programs` (concurrent clients against any server).
 
 This package needs Hypothesis: ``pip install 'sandbox-workstate[testing]'``.
 """
@@ -40,7 +46,15 @@ from workstate._trace import (
     heartbeat_record,
 )
 from workstate._work import Work as _Work
+from workstate.testing._histories import (
+    ProgramStep,
+    answer_mutations,
+    client_programs,
+    model_histories,
+    run_programs,
+)
 from workstate.testing._machine import CoreAdapter, Reply, WorkAdapter, WorkOracle
+from workstate.testing._recorder import HistoryRecorder
 from workstate.testing._strategies import (
     BAD_WIRE_KINDS,
     BadInput,
@@ -62,6 +76,8 @@ __all__ = [
     "BadInput",
     "Call",
     "CoreAdapter",
+    "HistoryRecorder",
+    "ProgramStep",
     "Reply",
     "Run",
     "Step",
@@ -70,12 +86,16 @@ __all__ = [
     "TraceViolation",
     "WorkAdapter",
     "WorkOracle",
+    "answer_mutations",
     "bad_work_json",
     "calls",
     "check_trace",
+    "client_programs",
     "heartbeat_record",
     "metadata_patches",
+    "model_histories",
     "profiles",
+    "run_programs",
     "runs",
     "timestamps",
     "traces",
