@@ -38,3 +38,19 @@ def at(seconds: float) -> dt.datetime:
 @pytest.fixture
 def t0() -> dt.datetime:
     return T0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_core_caches() -> None:
+    """Empty the core's per-profile caches once per test session.
+
+    Nothing needs this in a normal run.  Mutation testing (``scripts/mutation.py``) forks each
+    mutant's session from a process that already ran the suite: without this, the compiled
+    table rows and lookups of the unmutated code would answer in place of the mutant's.
+    """
+    from workstate import _engine, _work
+
+    _work._PLANS.clear()
+    _work._TTL_CACHE.clear()
+    for cached in (_engine.machine, _engine.lookup, _engine.allowed_operations):
+        cached.cache_clear()

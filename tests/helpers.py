@@ -6,9 +6,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from workstate import ANTHROPIC, NO_HEARTBEAT, Profile, State, Work
+import attrs
+
+from workstate import ANTHROPIC, NO_HEARTBEAT, AckLease, Profile, State, Work
 
 T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
+
+
+ACK_LEASE = attrs.evolve(ANTHROPIC, name="anthropic-ack-lease", ack_lease=AckLease.DEFAULT_TTL)
+"""``anthropic`` but with an ack that starts a lease of the default TTL (what ``anthropic`` did
+before the ack lease became a knob), for the tests about an acked item's expiry."""
 
 
 def at(seconds: float) -> dt.datetime:
@@ -46,16 +53,22 @@ def full_state(server: Any) -> Any:
     with server.lock:
         envs = {}
         for env_id, env in server._environments.items():
-            slots = [(s.work, s.seq, s.window_until, s.in_ready, s.in_queued) for s in env._order]
+            slots = [
+                (s.work, s.seq, s.delivery, s.live, s.aged, s.in_fresh, s.in_queued)
+                for s in env._order
+            ]
             envs[env_id] = (
                 slots,
                 sorted(env._slots),
-                sorted(env._ready),
+                sorted(env._fresh),
                 sorted(env._queued),
-                sorted(env._windows),
+                list(env._log),
+                (env._log_head, env._log_aged, env._log_migrated, env._mark),
+                sorted(env._due),
                 sorted(env._leases),
                 env._depth,
                 env._pending,
+                env._delivered,
                 env._leased,
                 list(env._polls),
                 dict(env._pollers),

@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
-from helpers import T0, at
+from helpers import ACK_LEASE, T0, at
 
 from workstate import (
     ANTHROPIC,
@@ -154,9 +155,13 @@ def test_id_factory() -> None:
     ],
 )
 def test_construction_rejects_bad_arguments(kwargs: dict[str, Any], key: str) -> None:
-    env_id = kwargs.pop("environment_id")
+    # A copy: the parameter's dict is shared between runs (pytest --count, a re-run), and
+    # popping from it would leave the second run without its environment id.
+    rest = dict(kwargs)
+    env_id = rest.pop("environment_id")
     with pytest.raises(InvalidInputError) as info:
-        Environment(env_id, **kwargs)
+        Environment(env_id, **rest)
+    assert "environment_id" in kwargs
     assert (info.value.status, info.value.error_type, info.value.key) == (
         400,
         "invalid_request_error",
@@ -280,17 +285,64 @@ def test_redelivery_at_exactly_the_window() -> None:
     assert stats(env, at(6))[:2] == (0, 1)
 
 
-def test_the_window_is_the_one_the_delivering_poll_chose() -> None:
-    env = env_with(2)
-    env.poll(at(0), reclaim_older_than_ms=1000)
-    env.poll(at(0), reclaim_older_than_ms=60_000)
-    again = env.poll(at(1))  # work_0's 1 s window has ended; work_1's 60 s one has not
+def test_the_window_is_the_reclaiming_polls_not_the_delivering_polls() -> None:
+    env = env_with(1)
+    env.poll(T0, reclaim_older_than_ms=60_000)  # the delivering poll's window does not matter
+    assert env.poll(at(2) - US, reclaim_older_than_ms=2000) is None
+    again = env.poll(at(2), reclaim_older_than_ms=2000)  # 2 s old: due for a 2 s window
     assert again is not None
-    assert again.id == "work_0"
-    assert env.poll(at(1)) is None
-    assert stats(env, at(5.9))[:2] == (0, 2)
-    assert stats(env, at(59.999))[:2] == (1, 1)
-    assert stats(env, at(60))[:2] == (2, 0)
+    assert (again.id, again.delivered_at) == ("work_0", at(2))
+
+
+def test_a_reclaiming_poll_with_a_longer_window_leaves_younger_deliveries_alone() -> None:
+    env = env_with(3)
+    for t in (0, 1, 2):
+        env.poll(at(t), reclaim_older_than_ms=60_000)  # work_0, work_1, work_2 at 0, 1, 2 s
+    # A short window first (it moves every delivery at or before 2.5 s into the due heap)...
+    got = env.poll(at(2.5), reclaim_older_than_ms=1)
+    assert got is not None
+    assert got.id == "work_0"  # the oldest by creation among the due ones
+    # ...then a long one: only work_1 (delivered at 1 s) is 1.5 s old; work_2 is too young.
+    got = env.poll(at(2.5), reclaim_older_than_ms=1500)
+    assert got is not None
+    assert got.id == "work_1"
+    assert env.poll(at(2.5), reclaim_older_than_ms=1500) is None
+    # work_2, set aside by the long poll, is still due for a short one.
+    got = env.poll(at(2.5), reclaim_older_than_ms=500)
+    assert got is not None
+    assert got.id == "work_2"
+
+
+def test_a_reclaimed_item_competes_with_fresh_ones_by_creation() -> None:
+    env = env_with(1)
+    env.poll(T0)  # work_0 is handed out and never acked
+    env.create(at(1), session_id="sesn_9", work_id="work_9")
+    first = env.poll(at(5))  # work_0 is 5 s old and older by creation than work_9
+    second = env.poll(at(5))
+    assert first is not None
+    assert second is not None
+    assert (first.id, second.id) == ("work_0", "work_9")
+
+
+def test_a_fresh_item_created_earlier_goes_before_a_reclaimable_younger_one() -> None:
+    env = env_with(2)
+    env.ack("work_0", T0)
+    env.poll(T0)  # work_1 handed out, never acked
+    env.create(at(1), session_id="sesn_9", work_id="work_9")
+    env.heartbeat("work_0", at(1), expected_last_heartbeat=NO_HEARTBEAT, desired_ttl_seconds=10)
+    # work_0's lease lapses at 11 s: it is fresh again and older by creation than work_1.
+    got = [env.poll(at(20)), env.poll(at(20)), env.poll(at(20))]
+    assert [w.id if w else None for w in got] == ["work_0", "work_1", "work_9"]
+
+
+def test_pending_counts_deliveries_younger_than_the_default_window() -> None:
+    env = env_with(2)
+    env.poll(T0, reclaim_older_than_ms=60_000)
+    env.poll(at(3), reclaim_older_than_ms=60_000)
+    assert stats(env, at(3))[:2] == (0, 2)
+    assert stats(env, at(5) - US)[:2] == (0, 2)
+    assert stats(env, at(5))[:2] == (1, 1)  # work_0's delivery is 5 s old: boundary inclusive
+    assert stats(env, at(8))[:2] == (2, 0)
 
 
 def test_a_window_of_zero_hands_the_item_out_again_at_once() -> None:
@@ -300,14 +352,28 @@ def test_a_window_of_zero_hands_the_item_out_again_at_once() -> None:
     assert a is not None
     assert b is not None
     assert (a.id, b.id, b.delivered_to) == ("work_0", "work_0", "w2")
-    assert stats(env, T0)[:2] == (2, 0)
+    assert stats(env, T0)[:2] == (1, 1)  # work_1 never handed out; work_0 just now
 
 
-def test_an_enormous_window_never_ends() -> None:
+def test_an_enormous_window_takes_over_nothing() -> None:
     env = env_with(1)
-    env.poll(T0, reclaim_older_than_ms=10**30)
-    assert env.poll(dt.datetime(9999, 1, 1, tzinfo=dt.UTC)) is None
-    assert stats(env, dt.datetime(9999, 1, 1, tzinfo=dt.UTC))[:2] == (0, 1)
+    env.poll(T0)
+    late = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+    assert env.poll(late, reclaim_older_than_ms=10**30) is None  # reaches before year 1
+    assert stats(env, late)[:2] == (1, 0)
+    again = env.poll(late)
+    assert again is not None
+    assert again.id == "work_0"
+
+
+def test_next_change_at_follows_the_asking_polls_window() -> None:
+    env = env_with(1)
+    env.poll(at(1))
+    assert env.next_change_at() == at(6)
+    assert env.next_change_at(reclaim_older_than_ms=2000) == at(3)
+    assert env.next_change_at(reclaim_older_than_ms=10**30) is None
+    env.ack("work_0", at(2))
+    assert env.next_change_at() is None  # anthropic: an ack starts no lease
 
 
 def test_poll_skips_items_that_were_acked_or_stopped() -> None:
@@ -375,7 +441,7 @@ def test_poll_accepts_the_edges_of_block_ms_and_the_qoder_reclaim_floor() -> Non
 
 
 def test_an_expired_item_goes_back_to_its_place_by_creation() -> None:
-    env = env_with(3)
+    env = env_with(3, ACK_LEASE)
     env.ack("work_0", at(1))  # lease until 121 s
     first = env.poll(at(2))
     assert first is not None
@@ -393,7 +459,7 @@ def test_an_expired_item_goes_back_to_its_place_by_creation() -> None:
 
 # ------------------------------------------------------------------ ack
 def test_ack_starts_the_lease_and_a_retry_changes_nothing() -> None:
-    env = env_with(2)
+    env = env_with(2, ACK_LEASE)
     env.poll(at(1), worker_id="w1")
     w = env.ack("work_0", at(2), worker_id="w1")
     assert (w.state, w.acknowledged_at, w.lease_expires_at, w.attempt) == (
@@ -488,7 +554,7 @@ def test_heartbeats_move_the_deadline() -> None:
 
 
 def test_expiry_from_starting() -> None:
-    env = env_with(1)
+    env = env_with(1, ACK_LEASE)
     env.poll(at(0), worker_id="w1")
     env.ack("work_0", at(1), worker_id="w1")  # deadline 121 s
     assert env.expire_due(at(121)) == []  # not yet: the deadline itself still holds
@@ -542,7 +608,7 @@ def test_lazy_expiry_gives_the_same_records_as_a_sweep() -> None:
 
 
 def test_expire_due_returns_records_by_deadline() -> None:
-    env = env_with(3)
+    env = env_with(3, ACK_LEASE)
     env.ack("work_2", at(1))
     env.ack("work_0", at(2))
     env.ack("work_1", at(3))
@@ -802,7 +868,7 @@ def test_offsets_are_normalised_to_utc() -> None:
 
 # ------------------------------------------------------------------ stats
 def test_stats_while_items_move() -> None:
-    env = env_with(4)
+    env = env_with(4, ACK_LEASE)
     assert env.stats(T0).to_json() == {
         "type": "work_queue_stats",
         "depth": 4,
@@ -980,13 +1046,29 @@ def test_stale_window_entries_are_compacted() -> None:
         env.ack(w.id, T0)
     env.create(T0, session_id="sesn_x", work_id="work_x")
     assert env.poll(T0) is not None
-    assert len(env._windows) < 200  # rebuilt once 1024 stale entries had piled up
+    assert len(env._log) < 200  # rebuilt once 1024 stale entries had piled up
+    assert env.next_change_at() == at(5)  # work_x's delivery is the oldest live one
     assert stats(env, T0)[:2] == (0, 1)
     assert stats(env, at(5))[:2] == (1, 0)
 
 
+def test_stale_due_entries_are_compacted_and_a_long_stuck_delivery_keeps_its_place() -> None:
+    env = env_with(1)
+    env.poll(T0)  # work_0 stuck: handed out, never acked
+    for i in range(1100):
+        env.create(at(10), session_id=f"sesn_x{i}", work_id=f"work_x{i}")
+        got = env.poll(at(10), reclaim_older_than_ms=60_000)
+        assert got is not None
+        env.ack(got.id, at(10))
+    assert len(env._log) < 200
+    assert env.next_change_at() == at(5)
+    got = env.poll(at(10))
+    assert got is not None
+    assert got.id == "work_0"
+
+
 def test_next_change_at() -> None:
-    env = env_with(2)
+    env = env_with(2, ACK_LEASE)
     assert env.next_change_at() is None
     env.poll(T0)  # window ends at 5 s
     env.ack("work_1", at(1))  # lease lapses after 121 s
@@ -1005,6 +1087,77 @@ def test_every_record_keeps_the_invariants() -> None:
     env.expire_due(at(500))
     for w in env.list(at(500)).data:
         assert invariant_violations(w) == [], w
+
+
+def test_a_delivery_near_the_year_9999_never_ages_by_the_default_window() -> None:
+    late = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+    env = Environment("env_1")
+    env.create(late, session_id="sesn_1", work_id="work_1")
+    env.poll(late)
+    half = late + dt.timedelta(microseconds=500_000)
+    assert stats(env, half)[:2] == (0, 1)
+    assert env.poll(half, reclaim_older_than_ms=1) is not None
+
+
+def test_a_default_window_of_zero_makes_a_delivery_ready_at_once() -> None:
+    profile = attrs.evolve(QODER, default_reclaim_older_than_ms=0)
+    env = env_with(1, profile)
+    env.poll(T0)
+    assert stats(env, T0)[:2] == (1, 0)
+    again = env.poll(T0)
+    assert again is not None
+    assert again.id == "work_0"
+
+
+def test_a_migrated_delivery_that_was_acked_is_skipped() -> None:
+    env = env_with(2)
+    env.poll(T0)
+    env.poll(T0)
+    got = env.poll(at(5))  # both deliveries are due now; the oldest by creation goes
+    assert got is not None
+    assert got.id == "work_0"
+    env.ack("work_1", at(5))  # its entry in the due heap is stale now
+    assert env.poll(at(5)) is None
+
+
+def test_the_due_heap_and_the_log_are_compacted_after_a_migration() -> None:
+    env = env_with(1100)
+    for _ in range(1100):
+        env.poll(T0, reclaim_older_than_ms=60_000)
+    got = env.poll(at(1), reclaim_older_than_ms=1)  # migrates all 1100 deliveries
+    assert got is not None
+    assert got.id == "work_0"
+    for i in range(1, 1100):
+        env.ack(f"work_{i}", at(1))
+    assert env.poll(at(2), reclaim_older_than_ms=1) is not None  # work_0 again; due compacted
+    assert len(env._due) < 200
+    assert env.next_change_at() == at(7)  # work_0's delivery at 2 s (acks start no lease)
+    assert len(env._log) < 200
+    assert stats(env, at(7))[:2] == (1, 0)
+
+
+def test_the_log_is_compacted_when_every_delivery_ended() -> None:
+    env = env_with(1100)
+    for _ in range(1100):
+        env.poll(T0, reclaim_older_than_ms=60_000)
+    for i in range(1100):
+        env.ack(f"work_{i}", T0)
+    assert env.next_change_at() is None
+    assert env._log == []
+
+
+def test_a_fresh_id_skips_an_id_already_in_use() -> None:
+    profile = attrs.evolve(ANTHROPIC, fresh_id_on_redelivery=True)
+    env = Environment("env_1", profile=profile, id_factory=lambda prefix: f"{prefix}fixed")
+    env.create(T0, session_id="sesn_1")
+    taken, _ = env._hashed_id("work_", env._id_counter)
+    env.create(T0, session_id="sesn_2", work_id=taken)
+    env.poll(T0)
+    env.poll(T0)
+    again = env.poll(at(5))
+    assert again is not None
+    assert again.id not in ("work_fixed", taken)
+    assert len({w.id for w in env.list(at(5)).data}) == 2
 
 
 def test_a_clock_standing_still_still_refuses_a_stale_token() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import T0
+from helpers import ACK_LEASE, T0
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -47,8 +47,7 @@ class Reference:
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self.items: list[Work] = []  # creation order
-        self.windows: list[dt.datetime | None] = []  # end of the redelivery window, if pending
+        self.items: list[Work] = []  # creation order; ``delivered_at`` marks a pending delivery
         self.polls: list[tuple[dt.datetime, str]] = []  # every named poll
 
     def find(self, work_id: str) -> int:
@@ -63,40 +62,42 @@ class Reference:
             deadline = work.lease_expires_at
             if deadline is not None and now > deadline:
                 self.items[i] = work.expire(deadline + US)
-                self.windows[i] = None
                 changed.append(self.items[i])
         changed.sort(key=lambda w: w.touched_at)
         return changed
 
-    def deliverable(self, i: int, now: dt.datetime) -> bool:
-        window = self.windows[i]
-        return self.items[i].state is State.QUEUED and (window is None or window <= now)
+    def deliverable(self, i: int, now: dt.datetime, reclaim: int) -> bool:
+        """Queued, and never handed out or handed out at least ``reclaim`` ms ago (the
+        reclaiming poll's window, boundary inclusive)."""
+        work = self.items[i]
+        if work.state is not State.QUEUED:
+            return False
+        return work.delivered_at is None or now - work.delivered_at >= dt.timedelta(
+            milliseconds=reclaim
+        )
 
     def create(self, work: Work) -> None:
         self.items.append(work)
-        self.windows.append(None)
 
     def poll(self, now: dt.datetime, worker: str | None, reclaim: int) -> Work | None:
         if worker is not None:
             self.polls.append((now, worker))
         for i in range(len(self.items)):
-            if self.deliverable(i, now):
+            if self.deliverable(i, now, reclaim):
                 self.items[i] = self.items[i].deliver(now, worker_id=worker)
-                self.windows[i] = now + dt.timedelta(milliseconds=reclaim)
                 return self.items[i]
         return None
 
     def apply(self, work_id: str, op: Callable[[Work], Work]) -> Work:
         i = self.find(work_id)
         new = op(self.items[i])  # raises before anything changes
-        if new.state is not self.items[i].state:
-            self.windows[i] = None
         self.items[i] = new
         return new
 
     def stats(self, now: dt.datetime) -> tuple[int, int, dt.datetime | None, int | None]:
         queued = [i for i, w in enumerate(self.items) if w.state is State.QUEUED]
-        depth = sum(1 for i in queued if self.deliverable(i, now))
+        window = self.profile.default_reclaim_older_than_ms
+        depth = sum(1 for i in queued if self.deliverable(i, now, window))
         oldest = min((self.items[i].created_at for i in queued), default=None)
         recent = {w for t, w in self.polls if t >= now - dt.timedelta(seconds=30)}
         return depth, len(queued) - depth, oldest, len(recent) if self.polls else None
@@ -124,7 +125,7 @@ TIME_STEPS = st.sampled_from(
 class EnvironmentMachine(RuleBasedStateMachine):
     """Drive an Environment and the reference with the same calls, and compare."""
 
-    @initialize(profile=st.sampled_from([ANTHROPIC, QODER]), items=st.integers(0, 4))
+    @initialize(profile=st.sampled_from([ANTHROPIC, QODER, ACK_LEASE]), items=st.integers(0, 4))
     def setup(self, profile: Profile, items: int) -> None:
         self.env = Environment("env_stateful", profile=profile)
         self.ref = Reference(profile)

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
-from helpers import T0, at
+from helpers import ACK_LEASE, T0, at
 
 from workstate import (
     ANTHROPIC,
@@ -98,7 +98,8 @@ def test_retain_stopped_seconds_drops_by_age() -> None:
 
 
 def test_an_expiry_that_stops_an_item_counts_for_retention() -> None:
-    env = Environment("env_1", retain_stopped_seconds=10)
+    # (ACK_LEASE: the ack starts the lease whose expiry is the point; anthropic's starts none)
+    env = Environment("env_1", profile=ACK_LEASE, retain_stopped_seconds=10)
     env.create(T0, session_id="sesn_1", work_id="work_1")
     env.ack("work_1", T0)
     env.stop("work_1", T0)  # stopping: the lease runs out after 120 s
@@ -176,18 +177,18 @@ def test_memory_follows_the_items_held_not_the_items_ever_created() -> None:
         env.stop(item.id, at(i), force=True)
     env.stats(at(3000))
     assert len(env) == 10
-    sizes = [len(env._order), len(env._by_seq), len(env._ready), len(env._queued)]
-    sizes += [len(env._windows), len(env._leases), len(env._stopped)]
+    sizes = [len(env._order), len(env._by_seq), len(env._fresh), len(env._queued)]
+    sizes += [len(env._log), len(env._due), len(env._leases), len(env._stopped)]
     assert max(sizes) < 2100  # rebuilt past 1024 spare entries
     assert ids(env, at(3000)) == [f"work_{i}" for i in range(2990, 3000)]
 
 
-def test_stale_ready_and_queued_entries_are_compacted_without_stats_or_polls() -> None:
+def test_stale_fresh_and_queued_entries_are_compacted_without_stats_or_polls() -> None:
     env = Environment("env_1", retain_stopped=0)
     for i in range(3000):
         env.create(T0, session_id=f"sesn_{i}", work_id=f"work_{i}")
         env.stop(f"work_{i}", T0, force=True)  # ready, then stopped: entries go stale
-    assert len(env._ready) < 1100
+    assert len(env._fresh) < 1100
     assert len(env._queued) < 1100
     env.create(T0, session_id="sesn_x", work_id="work_x")
     assert env.stats(T0).oldest_queued_at == T0
@@ -197,7 +198,7 @@ def test_stale_ready_and_queued_entries_are_compacted_without_stats_or_polls() -
 
 
 def test_an_item_that_was_ready_comes_back_after_compaction() -> None:
-    env = Environment("env_1")
+    env = Environment("env_1", profile=ACK_LEASE)  # (the acks' leases expire: the point)
     env.create(T0, session_id="sesn_keep", work_id="work_keep")
     env.ack("work_keep", T0)  # not ready; its ready entry is stale now
     for i in range(1100):
@@ -247,7 +248,11 @@ def test_a_pending_item_carries_its_window() -> None:
     env.take_changes()
     env.poll(T0, reclaim_older_than_ms=7000)
     (item,) = env.take_changes().items
-    assert (item.work.delivered_at, item.window_until) == (T0, at(7))
+    # The profile's default window (5 s): the reclaiming poll's window decides, not this one's.
+    assert (item.work.delivered_at, item.window_until) == (T0, at(5))
+    env.ack("work_1", T0)
+    (item,) = env.take_changes().items
+    assert item.window_until is None  # the delivery ended
 
 
 def test_an_item_created_and_dropped_between_takes_is_only_a_drop() -> None:
@@ -267,6 +272,9 @@ def test_take_changes_needs_tracking() -> None:
 
 
 # ------------------------------------------------------------------ restore
+FRESH_IDS = attrs.evolve(ANTHROPIC, name="fresh-ids", fresh_id_on_redelivery=True)
+
+
 def full(env: Environment) -> tuple[object, ...]:
     """Everything the environment holds, private fields included."""
     return env.state(), env.item_states(), env.latest_now, len(env)
@@ -294,7 +302,11 @@ def step(env: Environment, rng: random.Random, now: dt.datetime) -> object:
         if op == 0:
             return env.create(now, metadata={"n": str(rng.randrange(9))})
         if op == 1:
-            return env.poll(now, worker_id=rng.choice(["w1", "w2", None]))
+            return env.poll(
+                now,
+                worker_id=rng.choice(["w1", "w2", None]),
+                reclaim_older_than_ms=rng.choice([1000, 5000, 60_000]),  # the reclaiming window
+            )
         if op == 2:
             return env.ack(target, now)
         if op == 3:
@@ -313,7 +325,7 @@ def step(env: Environment, rng: random.Random, now: dt.datetime) -> object:
 def test_a_restored_environment_behaves_as_the_original(seed: int) -> None:
     rng = random.Random(seed)
     options: dict[str, Any] = {"retain_stopped": rng.choice([None, 0, 3]), "track_changes": True}
-    profile = rng.choice([ANTHROPIC, QODER])
+    profile = rng.choice([ANTHROPIC, QODER, ACK_LEASE, FRESH_IDS])
     env = Environment("env_1", profile=profile, **options)
     now = T0
     for _ in range(rng.randrange(40, 120)):
@@ -334,7 +346,7 @@ def test_a_restored_environment_behaves_as_the_original(seed: int) -> None:
 
 
 def test_restore_keeps_generated_ids_fresh_and_lease_deadlines() -> None:
-    env = Environment("env_1")
+    env = Environment("env_1", profile=ACK_LEASE)  # (an ack lease, to compare its deadline)
     first = env.create(T0)
     env.ack(first.id, T0)
     copy = restored(env)
@@ -345,12 +357,12 @@ def test_restore_keeps_generated_ids_fresh_and_lease_deadlines() -> None:
 
 
 def test_restore_applies_due_leases_and_windows_with_the_next_call() -> None:
-    env = Environment("env_1")
+    env = Environment("env_1", profile=ACK_LEASE)  # (the ack's lease running out is the point)
     env.create(T0, session_id="sesn_1", work_id="work_1")
     env.create(T0, session_id="sesn_2", work_id="work_2")
     env.poll(T0)
     env.ack("work_2", T0)
-    copy = Environment.restore("env_1", now=at(200), state=env.state(), items=env.item_states())
+    copy = restored(env)
     assert copy.stats(at(200)).depth == 2
     assert copy.get("work_2", at(200)).stopped_at is None
     assert copy.get("work_2", at(200)).touched_at == at(120) + dt.timedelta(microseconds=1)
@@ -457,3 +469,38 @@ def test_a_restored_environment_answers_as_before_to_every_rejection() -> None:
         with pytest.raises(PreconditionFailedError):
             e.heartbeat("work_1", at(2), expected_last_heartbeat="2020-01-01T00:00:00Z")
     assert full(copy) == full(env)
+
+
+def test_a_fresh_id_lets_the_store_drop_the_old_ids_record() -> None:
+    env = Environment("env_1", profile=FRESH_IDS, track_changes=True)
+    first = env.create(T0, session_id="sesn_1")
+    env.poll(T0)
+    env.take_changes()
+    again = env.poll(at(5))  # unacknowledged for the default window: handed out anew
+    assert again is not None
+    assert again.id != first.id
+    changes = env.take_changes()
+    assert changes.dropped == (first.id,)
+    assert [(i.work.id, i.seq, i.window_until) for i in changes.items] == [(again.id, 0, at(10))]
+    assert changes.state == env.state()  # the id counter moved
+    copy = restored(env)
+    assert full(copy) == full(env)
+    assert copy.poll(at(7), reclaim_older_than_ms=2000) is not None  # the window still counts
+
+
+def test_a_restored_delivery_is_reclaimed_by_the_polls_own_window() -> None:
+    env = Environment("env_1")
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.poll(T0)
+    env.create(at(1), session_id="sesn_2", work_id="work_2")
+    env.poll(at(1))
+    copy = restored(env)
+    assert copy.stats(at(2)) == env.stats(at(2))
+    assert (copy.stats(at(2)).depth, copy.stats(at(2)).pending) == (0, 2)
+    assert copy.next_change_at() == env.next_change_at() == at(5)
+    assert copy.poll(at(2), reclaim_older_than_ms=3000) is None
+    got = copy.poll(at(3), reclaim_older_than_ms=2000)  # the oldest delivery, by this window
+    assert got is not None
+    assert got.id == "work_1"
+    late = copy.stats(at(6))
+    assert (late.depth, late.pending) == (1, 1)  # work_2's default window ended at 6 s

@@ -124,7 +124,7 @@ def test_a_503_on_a_heartbeat_is_retried_and_the_lease_kept() -> None:
         ("heartbeat", NO_HEARTBEAT, 503, False, "flt_1"),
         ("heartbeat", NO_HEARTBEAT, 200, True, None),  # the same claim, retried
         ("heartbeat", first, 200, True, None),
-        ("stop", None, 200, True, None),
+        ("stop", None, 204, True, None),
     ]
     # The server's clock never moved, and still each heartbeat handed out a new token.
     assert (first, second) == ("2026-07-01T08:15:00.000000Z", "2026-07-01T08:15:00.000001Z")
@@ -202,7 +202,7 @@ def test_429s_on_poll_back_off_as_the_sdk_says() -> None:
         ("poll", None, 429, False, "flt_1"),
         ("poll", None, 200, True, None),
         ("ack", None, 200, True, None),
-        ("stop", None, 200, True, None),  # auto_stop when the loop body ends
+        ("stop", None, 204, True, None),  # auto_stop when the loop body ends
         ("poll", None, 200, False, None),  # drained: the literal null
     ]
     assert {e["worker_id"] for e in server.harness.entries(operation="poll")} == {"worker-1"}

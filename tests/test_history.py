@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import httpx2
 import pytest
+from helpers import ACK_LEASE
 
 from workstate import (
     NO_HEARTBEAT,
@@ -547,12 +548,15 @@ def test_a_lease_expires_between_calls() -> None:
             created(), call(1, "ack", 1, 2, ACKED), call(2, "get", second, second + 1, work())
         )
 
-    assert check_history(seen_queued_at(50)).verdict == "illegal"  # the lease still ran
-    assert check_history(seen_queued_at(126)).ok  # expired at 08:02:01: back in the queue
+    # Under a profile whose acks start a lease (anthropic's start none: ack_lease = "none").
+    assert check_history(seen_queued_at(50), profile=ACK_LEASE).verdict == "illegal"
+    assert check_history(seen_queued_at(126), profile=ACK_LEASE).ok  # expired at 08:02:01
+    assert check_history(seen_queued_at(126)).verdict == "illegal"  # anthropic: still starting
     # With no relation between the clocks, any amount of server time may have passed.
-    assert check_history(seen_queued_at(50), profile=None).ok is False
+    assert check_history(seen_queued_at(50), profile=ACK_LEASE).ok is False
     unrelated = History(calls=seen_queued_at(50).calls, server_clock="unrelated")
-    assert check_history(unrelated).ok
+    assert check_history(unrelated, profile=ACK_LEASE).ok
+    assert not check_history(unrelated).ok  # anthropic: an ack starts no lease, so no expiry
 
 
 def test_the_budget_gives_unknown() -> None:

@@ -16,17 +16,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
+import attrs
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from workstate import NO_HEARTBEAT, SystemClock, Work, WorkstateError
+from workstate import ANTHROPIC, NO_HEARTBEAT, StopResponse, SystemClock, Work, WorkstateError
 from workstate._history import HistoryCall
 from workstate._linearize import HistoryReport, check_history
 from workstate.server import serve_in_thread
 from workstate.testing import HistoryRecorder
+
+# The tiny servers answer a stop with the item (200), as a profile with stop_response "item" says.
+ITEM_STOPS = attrs.evolve(ANTHROPIC, name="anthropic-item-stops", stop_response=StopResponse.ITEM)
 
 ENV = "env_broken"
 _PATIENCE = 5.0  # seconds a forced rendezvous waits before giving up (never reached when sound)
@@ -259,7 +263,7 @@ def test_two_acks_both_winning_are_illegal(recorder: HistoryRecorder) -> None:
             lambda: b.beta.environments.work.ack(work_id, environment_id=ENV),
         )
     history = recorder.history()
-    report = check_history(history)
+    report = check_history(history, profile=ITEM_STOPS)
     assert report.verdict == "illegal"
     acks = named(report, history.calls, "ack")
     assert {c.client for c in acks} == {"a", "b"}  # both winners are named
@@ -290,7 +294,7 @@ def test_a_heartbeat_that_compares_after_writing_is_illegal(recorder: HistoryRec
                 work_id, environment_id=ENV, expected_last_heartbeat=tokens[0]
             )
     history = recorder.history()
-    report = check_history(history)
+    report = check_history(history, profile=ITEM_STOPS)
     assert report.verdict == "illegal"
     beats = named(report, history.calls, "heartbeat")
     assert any(c.outcome == "fail" for c in beats)
@@ -306,7 +310,7 @@ def test_double_delivery_inside_the_window_is_illegal(recorder: HistoryRecorder)
             lambda: b.beta.environments.work.poll(ENV),
         )
     history = recorder.history()
-    report = check_history(history)
+    report = check_history(history, profile=ITEM_STOPS)
     assert report.verdict == "illegal"
     polls = named(report, history.calls, "poll")
     assert {c.client for c in polls} == {"a", "b"}
@@ -326,7 +330,7 @@ def test_a_stop_lost_to_a_concurrent_heartbeat_is_illegal(recorder: HistoryRecor
         )
         assert b.beta.environments.work.retrieve(work_id, environment_id=ENV).state == "active"
     history = recorder.history()
-    report = check_history(history)
+    report = check_history(history, profile=ITEM_STOPS)
     assert report.verdict == "illegal"
     bad = {c.op for c in history.calls if c.id in set(report.illegal_calls)}
     assert {"heartbeat", "stop"} <= bad
@@ -345,4 +349,4 @@ def test_the_correct_tiny_server_is_linearizable(recorder: HistoryRecorder) -> N
             lambda: b.beta.environments.work.ack(work_id, environment_id=ENV),
         )
         a.beta.environments.work.stop(work_id, environment_id=ENV)
-    assert check_history(recorder.history()).verdict == "ok"
+    assert check_history(recorder.history(), profile=ITEM_STOPS).verdict == "ok"

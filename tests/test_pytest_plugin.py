@@ -98,7 +98,7 @@ def test_the_helpers(workstate_mock: Any, workstate_client: anthropic.Anthropic)
         ("ack", 429, False, "flt_1"),
         ("ack", 200, True, None),
         ("heartbeat", 200, True, None),
-        ("stop", 200, True, "flt_2"),
+        ("stop", 204, True, "flt_2"),
     ]
     assert workstate_mock.requests(operation="ack")[0][1] == 429
     assert workstate_mock.check_journal().ok

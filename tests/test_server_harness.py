@@ -16,6 +16,7 @@ import pytest
 
 from workstate import NO_HEARTBEAT, ManualClock
 from workstate.__main__ import main as workstate_main
+from workstate._trace import journal_trace_records
 from workstate.server import ConnectionDropped, MockServer, _cli, serve_in_thread
 
 T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
@@ -469,6 +470,32 @@ def test_the_journal_checks_clean_with_the_trace_checker(
     assert "explained" in out
 
 
+def test_a_stop_answered_204_keeps_the_item_it_left_in_the_journal(http: httpx2.Client) -> None:
+    work_id, _ = claim(http)
+    r = http.post(f"{W}/{work_id}/stop")
+    assert (r.status_code, r.content) == (204, b"")  # anthropic: no body
+    (entry,) = journal(http, operation="stop", work_id=work_id)
+    assert (entry["status"], entry["response"], entry["applied"]) == (204, None, True)
+    assert entry["move"] == {"from": "active", "to": "stopping"}
+    assert entry["item"]["state"] == "stopping"
+    assert entry["item"]["id"] == work_id
+    assert journal_trace_records([entry]) == [entry["item"]]
+    # A drop after the call: the withheld answer is the 204, and the entry still keeps the item.
+    fault(http, {"match": {"operation": "stop"}, "times": 1, "effect": {"drop": "after"}})
+    with pytest.raises(httpx2.RemoteProtocolError):
+        http.post(f"{W}/{work_id}/stop", json={"force": True})
+    last = journal(http, operation="stop", work_id=work_id)[-1]
+    assert (last["status"], last["withheld"], last["applied"]) == (
+        None,
+        {"status": 204, "response": None},
+        True,
+    )
+    assert last["item"]["state"] == "stopped"
+    assert journal_trace_records([last]) == [last["item"]]
+    # Other answers keep no item: the answer shows it.
+    assert all(e["item"] is None for e in journal(http, operation="poll"))
+
+
 # ------------------------------------------------------------------------------ seeds, CLI
 def test_the_same_seed_gives_the_same_ids_and_request_ids() -> None:
     def run(seed: int) -> tuple[list[str], list[str]]:
@@ -642,3 +669,10 @@ def test_the_journals_own_listings_are_not_kept_as_answers(http: httpx2.Client) 
         ("/mock/journal", 200, None),
         ("/mock/journal", 200, None),
     ]
+
+
+def test_an_unshown_item_outside_a_request_is_ignored() -> None:
+    server = MockServer(clock=ManualClock(T0))
+    work = server.create_work(ENV)
+    server.harness.note_unshown_item(work)  # a test thread, not a request: nothing to note
+    assert server.harness.entries() == []

@@ -22,7 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
-from helpers import full_state
+from helpers import ACK_LEASE, full_state
 
 from workstate import InvalidInputError, ManualClock, WorkData
 from workstate._environment import Environment
@@ -206,7 +206,8 @@ def test_the_year_1_clock_is_served_without_overflow() -> None:
 
 def test_a_lease_ending_at_the_end_of_time_is_refused_and_one_just_before_works() -> None:
     ttl = 120
-    server = MockServer(clock=ManualClock(LATEST - dt.timedelta(seconds=ttl)))
+    # ACK_LEASE: the lease the ack starts is the point (anthropic's ack starts none).
+    server = MockServer(profile=ACK_LEASE, clock=ManualClock(LATEST - dt.timedelta(seconds=ttl)))
     with serve_in_thread(server) as base, httpx2.Client(base_url=base) as http:
         item = http.post("/mock/environments/env_y9/work").json()
         assert http.get(work_path("env_y9", "poll")).json()["id"] == item["id"]
@@ -215,7 +216,7 @@ def test_a_lease_ending_at_the_end_of_time_is_refused_and_one_just_before_works(
         assert_envelope(r, 400, "invalid_request_error", "after the year 9999")
         assert full_state(server) == before
     near = LATEST - dt.timedelta(seconds=ttl, microseconds=1)
-    server = MockServer(clock=ManualClock(near))
+    server = MockServer(profile=ACK_LEASE, clock=ManualClock(near))
     with serve_in_thread(server) as base, httpx2.Client(base_url=base) as http:
         item = http.post("/mock/environments/env_y9/work").json()
         http.get(work_path("env_y9", "poll"))

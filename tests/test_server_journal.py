@@ -198,6 +198,7 @@ def test_an_entry_writes_every_field_in_order() -> None:
         "error",
         "core_seq",
         "withheld",
+        "item",
     ]
     assert e.to_json()["fault"] == {"id": "flt_1", "effect": {"status": 503}}
 

@@ -23,7 +23,14 @@ from typing import Any
 import attrs
 import httpx2
 
-from workstate import ANTHROPIC, NO_HEARTBEAT, State, invariant_violations
+from workstate import (
+    ANTHROPIC,
+    NO_HEARTBEAT,
+    AckLease,
+    State,
+    StopResponse,
+    invariant_violations,
+)
 from workstate.server import MockServer, serve_in_thread
 
 ITEMS = 240
@@ -31,7 +38,16 @@ WORKERS = 16
 DEADLINE = 120.0  # a safety net: under coverage on a shared machine a run can take a minute
 ENV = "env_load"
 # Short leases, so that leases lost by vanished workers expire within the run.
-PROFILE = attrs.evolve(ANTHROPIC, name="short-leases", min_ttl_seconds=1, default_ttl_seconds=1)
+# Stops answer with the item here (the load test reads the state a stop reached), and an ack
+# starts a lease, so workers that vanish after the ack leave items that come back.
+PROFILE = attrs.evolve(
+    ANTHROPIC,
+    name="short-leases",
+    min_ttl_seconds=1,
+    default_ttl_seconds=1,
+    stop_response=StopResponse.ITEM,
+    ack_lease=AckLease.DEFAULT_TTL,
+)
 
 
 def test_many_workers_stop_every_item_exactly_once() -> None:

@@ -410,7 +410,9 @@ def test_profile_overrides_give_fast_leases() -> None:
     env = mock.environment("env_fast")
     env.poll(T0)
     acked = env.ack(work.id, T0)
-    assert acked.lease_expires_at == T0 + dt.timedelta(seconds=2)
+    assert acked.lease_expires_at is None  # anthropic: an ack starts no lease (divergences.md)
+    env.heartbeat(work.id, T0, expected_last_heartbeat="NO_HEARTBEAT")
+    assert env.get(work.id, T0).lease_expires_at == T0 + dt.timedelta(seconds=2)
     assert MockServer(profile_overrides={}).profile is ANTHROPIC
     wide = evolve_profile(ANTHROPIC, {"default_ttl_seconds": 900})
     assert (wide.min_ttl_seconds, wide.max_ttl_seconds) == (10, 900)

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers import ACK_LEASE
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -124,10 +125,11 @@ class LateSweeper(CoreAdapter):
 
 def test_expiry_grace_tolerates_a_late_sweeper() -> None:
     run_state_machine_as_test(
-        oracle(LateSweeper, expiry_grace_seconds=5.0), settings=run_settings(40, steps=40)
+        oracle(LateSweeper, ACK_LEASE, expiry_grace_seconds=5.0),
+        settings=run_settings(40, steps=40),
     )
     for grace in (0.0, 5.0):
-        machine = drive(LateSweeper)
+        machine = drive(LateSweeper, ACK_LEASE)
         machine.expiry_grace_seconds = grace
         machine.create(kind="session", session="1", metadata={})
         machine.ack(pick=0)
@@ -457,7 +459,7 @@ def test_tokens_are_echoed_mapped_and_replayed() -> None:
 
 
 def test_expiry_inside_the_window_is_judged_both_ways() -> None:
-    machine = drive(TickingAdapter)
+    machine = drive(TickingAdapter, ACK_LEASE)
     machine.create(kind="session", session="1", metadata={})
     machine.ack(pick=0)
     deadline = machine.items[0].work.lease_expires_at
@@ -598,7 +600,7 @@ class EarlyStop(CoreAdapter):
 
 
 def test_a_lapse_dated_outside_its_window_is_caught() -> None:
-    machine = drive(EarlyStop)
+    machine = drive(EarlyStop, ACK_LEASE)
     machine.create(kind="session", session="1", metadata={})
     machine.ack(pick=0)
     machine.stop(pick=0, force=False)

@@ -9,6 +9,7 @@ import os
 import sys
 
 import pytest
+from helpers import ACK_LEASE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -237,7 +238,9 @@ def test_call_renders_readably() -> None:
 
 def test_every_call_operation_applies() -> None:
     t = dt.datetime(2026, 7, 1, 8, tzinfo=dt.UTC)
-    w = Work.create(id="work_1", environment_id="env_1", session_id="sesn_1", now=t)
+    w = Work.create(
+        id="work_1", environment_id="env_1", session_id="sesn_1", now=t, profile=ACK_LEASE
+    )
     sec = dt.timedelta(seconds=1)
     w, _ = Call(operation=Operation.DELIVER, at=t, worker_id="w").apply(w)
     w, _ = Call(operation=Operation.UPDATE_METADATA, at=t, patch={"a": "b"}).apply(w)

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers import ACK_LEASE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -297,21 +298,21 @@ def test_a_changed_timestamp_is_named() -> None:
     assert (v.rule, v.key) == ("timestamp-changed", "stopped_at")
     assert v.message.endswith("it is set once and never changes")
 
-    w1 = w0.ack(at(1)).to_json()
+    w1 = new(ACK_LEASE).ack(at(1)).to_json()
     # re-acked at 30 s: a heartbeat asking for 10 s, a lapse at 11 s and a new ack explain it
-    assert check_trace([w1, dict(w1, acknowledged_at=format_time(at(30)))]).ok
-    v = only(check_trace([w1, dict(w1, acknowledged_at=format_time(at(5)))]))
+    assert check_trace([w1, dict(w1, acknowledged_at=format_time(at(30)))], profile=ACK_LEASE).ok
+    v = only(check_trace([w1, dict(w1, acknowledged_at=format_time(at(5)))], profile=ACK_LEASE))
     assert (v.rule, v.key) == ("timestamp-changed", "acknowledged_at")
     assert v.message.endswith("the lease ran until 2026-07-01T08:00:11.000000Z at the earliest")
 
 
 def test_an_unexplained_change_says_so() -> None:
-    w0 = new()
+    w0 = new(ACK_LEASE)
     w1 = w0.ack(at(1))
     expired = w1.expire(at(200)).to_json()
-    # queued again, but only 10 s after the ack: the 120 s lease cannot have run out
-    report = check_trace([w1.to_json(), expired, dict(expired, metadata={})])
+    report = check_trace([w1.to_json(), expired, dict(expired, metadata={})], profile=ACK_LEASE)
     assert report.ok  # expiry at 200 s is fine
+
     w2 = w1.stop(at(2), force=True).to_json()
     odd = dict(w2, acknowledged_at=None)  # a stopped item that lost its ack (legal alone)
     assert only(check_trace([w1.to_json(), odd], complete=True)).rule == "unexplained"

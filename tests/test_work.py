@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
-from helpers import T0, at, in_state, new
+from helpers import ACK_LEASE, T0, at, in_state, new
 
 from workstate import (
     ANTHROPIC,
@@ -48,8 +48,9 @@ def test_full_life_sets_every_timestamp_once() -> None:
     w = new()
     assert (w.state, w.version, w.attempt) == (State.QUEUED, 1, 0)
     w = w.ack(at(1))
-    assert (w.state, w.acknowledged_at, w.ttl_seconds) == (State.STARTING, at(1), 120)
-    assert w.lease_expires_at == at(121)
+    # anthropic: an ack starts no lease (docs/divergences.md); the first heartbeat does.
+    assert (w.state, w.acknowledged_at, w.ttl_seconds) == (State.STARTING, at(1), None)
+    assert w.lease_expires_at is None
     w, beat = w.heartbeat(at(2), expected_last_heartbeat=NO_HEARTBEAT)
     assert (w.state, w.started_at, w.latest_heartbeat_at) == (State.ACTIVE, at(2), at(2))
     assert beat.to_json() == {
@@ -121,7 +122,7 @@ def test_forced_stop_sets_only_stopped_at(state: State) -> None:
 # ------------------------------------------------------------------ expiry (spec §5)
 @pytest.mark.parametrize("state", [State.STARTING, State.ACTIVE])
 def test_expiry_returns_to_the_queue_and_forgets_the_attempt(state: State) -> None:
-    w = in_state(state)
+    w = in_state(state, ACK_LEASE)
     assert not w.is_lease_due(w.lease_expires_at)  # type: ignore[arg-type]
     due = w.lease_expires_at + dt.timedelta(microseconds=1)  # type: ignore[operator]
     assert w.is_lease_due(due)
@@ -515,8 +516,18 @@ def test_create_on_a_subclass_builds_the_subclass() -> None:
 
 def test_a_lease_that_would_end_after_year_9999_is_400() -> None:
     late = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
-    w = Work.create(id="work_l", environment_id="env_l", session_id="s", now=late)
+    w = Work.create(
+        id="work_l", environment_id="env_l", session_id="s", now=late, profile=ACK_LEASE
+    )
     rejects(w, lambda x: x.ack(late), InvalidInputError, status=400, key="now")
+    acked = Work.create(id="work_l", environment_id="env_l", session_id="s", now=late).ack(late)
+    rejects(
+        acked,
+        lambda x: x.heartbeat(late, expected_last_heartbeat=NO_HEARTBEAT),
+        InvalidInputError,
+        status=400,
+        key="now",
+    )
 
 
 def test_an_empty_token_on_a_queued_item_is_409_like_no_heartbeat() -> None:

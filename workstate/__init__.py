@@ -23,7 +23,17 @@ from workstate._history import (
 )
 from workstate._invariants import Violation, invariant_violations
 from workstate._linearize import HistoryProblem, HistoryReport, check_history
-from workstate._profile import ANTHROPIC, PROFILES, QODER, Precision, Profile
+from workstate._profile import (
+    ANTHROPIC,
+    PROFILES,
+    QODER,
+    AckLease,
+    Precision,
+    Profile,
+    StopResponse,
+    load_profile,
+    profile_from_mapping,
+)
 from workstate._records import HeartbeatResult, WorkData
 from workstate._table import MOVES, LeaseEffect, Move, Operation, Rule, Stamp, State
 from workstate._time import (
@@ -62,6 +72,7 @@ __all__ = [
     "PROFILES",
     "QODER",
     "WORK_KEYS",
+    "AckLease",
     "Environment",
     "HeartbeatResult",
     "History",
@@ -84,6 +95,7 @@ __all__ = [
     "Rule",
     "Stamp",
     "State",
+    "StopResponse",
     "SystemClock",
     "TraceChecker",
     "TraceReport",
@@ -106,8 +118,10 @@ __all__ = [
     "history_from_journal",
     "invariant_violations",
     "lease_state_from_json",
+    "load_profile",
     "mermaid",
     "parse_time",
+    "profile_from_mapping",
     "read_history",
     "render_timeline",
     "to_pendulum",

@@ -6,7 +6,7 @@ Theory of operation
 per process (``transitions`` decorates every model it serves, costing tens of kilobytes and
 microseconds per object, so it never serves an item).  It is configured strictly: no automatic
 ``to_<state>`` moves, invalid triggers raise, and a conditional row carries its profile flag as
-a ``transitions`` condition.
+a ``transitions`` condition (``when``) or ``unless``.
 
 The hot path does not call into ``transitions``: :func:`lookup` compiles, per profile, a plain
 dict from (state, operation) to the table's :class:`~workstate._table.Move`, read *out of the
@@ -47,12 +47,13 @@ def machine() -> Machine:
             source=move.source,
             dest=move.target,
             conditions=[move.when.value] if move.when is not None else None,
+            unless=[move.unless.value] if move.unless is not None else None,
         )
     return m
 
 
 def _index() -> dict[tuple[State, Operation, State, Rule | None], Move]:
-    return {(mv.source, mv.operation, mv.target, mv.when): mv for mv in MOVES}
+    return {(mv.source, mv.operation, mv.target, mv.when or mv.unless): mv for mv in MOVES}
 
 
 @functools.cache
@@ -120,6 +121,8 @@ def mermaid() -> str:
             label += " (no change)"
         if mv.when is not None:
             label += f" if {mv.when.value}"
+        if mv.unless is not None:
+            label += f" unless {mv.unless.value}"
         lines.append(f"    {mv.source.value} --> {mv.target.value}: {label}")
     lines.append("    stopped --> [*]")
     return "\n".join(lines) + "\n"

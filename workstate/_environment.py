@@ -16,11 +16,21 @@ not at the time somebody happened to look, so the records never depend on how of
 which call, the environment was consulted: an ``expire_due`` sweep every second and a lone
 ``get`` an hour later produce the same history.
 
+Redelivery.  A poll hands out the oldest ``queued`` item (by creation) among those it may
+take: every item nobody was handed yet (or that came back from an expired lease), and every
+item an earlier poll handed out and nobody acked, once that delivery is at least the
+*reclaiming* poll's ``reclaim_older_than_ms`` old (boundary inclusive; spec §3).  So a
+reclaimed item competes with the never-delivered ones by creation time alone: an old item
+whose worker vanished goes out before younger fresh ones, and a young one waits behind an
+older backlog.  The window is the reclaiming poll's, not the delivering poll's, so
+``poll(); advance 2 s; poll(reclaim_older_than_ms=2000)`` takes the item over.
+
 Each item is in exactly one of four classes, and two counters follow the first two:
 
-* *ready* — ``queued`` and deliverable now (``depth``);
-* *pending* — ``queued``, delivered by a poll and still inside that poll's redelivery window
-  (``pending``);
+* *ready* — ``queued`` and deliverable to a poll with the default window: never handed out,
+  or handed out at least ``default_reclaim_older_than_ms`` ago (``depth``);
+* *pending* — ``queued``, handed out by a poll less than the default window ago (``pending``;
+  a poll with a shorter window may still take it over);
 * *leased* — ``starting``, ``active`` or ``stopping``;
 * *stopped*.
 
@@ -30,16 +40,27 @@ top, and skipped when it no longer describes the item):
 * ``_order``: the items by creation sequence number, append-only; a list cursor is a sequence
   number.  While no item was ever dropped (see *Retention*) the number is the index and a page
   is a slice; afterwards a page starts at a binary search.
-* ``_by_seq``: the items by sequence number, which is how every heap below names an item.
-* ``_ready``: a heap of sequence numbers of ready items, so a poll hands out the oldest by
-  creation even when an item comes back from an expired lease long after younger items were
-  queued.  An item has at most one entry (a flag on its slot says so), and an entry whose item
-  left and came back is valid again, at the same place, because the key never changes.
-* ``_queued``: the same for every ``queued`` item (ready or pending): its top gives
+* ``_by_seq``: the items by sequence number, which is how every heap and log below names an
+  item (a sequence number missing from it is a dropped item: its entries are stale).
+* ``_fresh``: a heap of sequence numbers of the ``queued`` items nobody holds a delivery of,
+  so a poll hands out the oldest by creation even when an item comes back from an expired
+  lease long after younger items were queued.  An item has at most one entry (a flag on its
+  slot says so), and an entry whose item left and came back is valid again, at the same place,
+  because the key never changes.
+* ``_queued``: the same for every ``queued`` item (delivered or not): its top gives
   ``oldest_queued_at`` (sequence order is ``created_at`` order, since time never goes back).
-* ``_windows``: a heap of (window end, sequence) for pending items; when a window ends the item
-  becomes ready.  The window is the one chosen by the poll that delivered the item (spec §3;
-  boundary inclusive: delivered at *t* with window *w*, deliverable again at *t + w*).
+* ``_log``: every delivery as (delivered at, default window end, sequence, delivery number),
+  in delivery order, which is time order, since time never goes back.  Each delivery of an
+  item gets a new number on its slot, so an entry is live while the item is still ``queued``
+  with that number.  Three positions walk it forward: the first entry that may be live
+  (stale entries before it are dropped), the first whose default window has not ended (the
+  ``pending`` counter moves to ``depth`` as it passes), and the first not yet *migrated*.
+* ``_due``: a heap by creation of the deliveries migrated out of ``_log``: every delivery made
+  at or before the *mark*, the latest ``now - reclaim_older_than_ms`` any poll has asked
+  about.  A poll whose own bound is at or past the mark first migrates up to it, and then
+  the top of ``_due`` is the oldest-created delivery it may reclaim.  A poll with a longer
+  window than the mark's (a bound before it) sets aside the top entries delivered after its
+  bound and pushes them back afterwards.
 * ``_leases``: a heap of (deadline, sequence); every ack and heartbeat pushes the new deadline
   and the old entry goes stale.
 * ``_polls``/``_pollers``: the named workers' latest polls, trimmed to the last 30 s.
@@ -61,12 +82,25 @@ changed, which it dropped, and whether its own bookkeeping (id counter, sequence
 moved; :meth:`Environment.take_changes` hands that over and forgets it, so a store can write
 only what changed.  :meth:`Environment.restore` rebuilds an environment from such records
 (:meth:`Environment.state` and :meth:`Environment.item_states` give them all) and checks them
-first: a store may hand back anything.
+first: a store may hand back anything.  An item's record says whether a delivery of it awaits
+its ack (``window_until``); a restore puts those deliveries back in ``_log`` by delivery time,
+so a reclaiming poll decides by its own window after a restart as before.
 
 Every call therefore costs O(log n) amortised (each heap entry is pushed by one earlier call
-and popped at most once; a heap is rebuilt when more than half of it is stale entries, so
-memory follows the items held, not the items ever created), and ``expire_due`` O(k log n)
-for k expired items.  Nothing scans all items.  ``benchmarks/environment.py`` measures it.
+and popped at most once; the structures that collect stale entries are rebuilt when more than
+half of them are stale, so memory follows the items held, not the items ever created), and
+``expire_due`` O(k log n) for k expired items.  Nothing scans all items.  The one exception
+is a mix of windows: a poll with a longer window than an earlier poll's also pays O(log n)
+for each unacknowledged delivery made between the two bounds that is older by creation than
+its answer (polls that agree on a window never pay it).  ``benchmarks/environment.py``
+measures it.
+
+Fresh ids.  Under a profile with ``fresh_id_on_redelivery``, a poll that hands an item out
+again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id from
+the environment's own generator (not ``id_factory``, which could fail or repeat an id half way
+through the poll): the slot keeps its place by creation, the old id leaves the id index and
+answers 404, so a stale worker cannot touch the new attempt.  With ``track_changes`` the old
+id counts as dropped, so a store keyed by id lets its record go.
 
 Rejections.  Arguments that can be checked alone (``block_ms``, ``limit``, a cursor, ...) are
 checked before anything happens.  A call refused later (404, 409, 412, a bad metadata patch)
@@ -86,6 +120,7 @@ import base64
 import binascii
 import bisect
 import builtins
+import contextlib
 import datetime as _dt
 import functools
 import hashlib
@@ -141,7 +176,7 @@ class QueueStats:
     depth: int
     """Queued items that a poll could hand out now."""
     pending: int
-    """Items delivered by a poll, not acked, still inside that poll's redelivery window."""
+    """Items delivered by a poll, not acked, younger than the default redelivery window."""
     oldest_queued_at: _dt.datetime | None
     """The oldest ``created_at`` among queued and pending items; None when there are none."""
     workers_polling: int | None
@@ -185,7 +220,9 @@ class ItemState:
     seq: int
     """The creation sequence number: the item's place in listings and in the queue."""
     window_until: _dt.datetime | None = None
-    """While the item is pending (delivered, not acked): when its redelivery window ends."""
+    """While a delivery of the item awaits its ack (delivered, not acked): when the profile's
+    default redelivery window ends for it; None otherwise.  A poll with another window still
+    decides by the delivery time (see *Redelivery*)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -211,7 +248,8 @@ class EnvironmentChanges:
     items: tuple[ItemState, ...]
     """The items created or changed (their latest state only)."""
     dropped: tuple[str, ...]
-    """The ids of the stopped items dropped by the retention bound."""
+    """The ids of the stopped items dropped by the retention bound, and the ids an item gave
+    up for a fresh one (``fresh_id_on_redelivery``)."""
 
     def __bool__(self) -> bool:
         """Whether anything changed."""
@@ -232,15 +270,18 @@ class _Tracker:
 class _Slot:
     """One item's place in the environment: its current record and its index bookkeeping."""
 
-    __slots__ = ("dropped", "in_queued", "in_ready", "seq", "window_until", "work")
+    __slots__ = ("aged", "delivery", "dropped", "in_fresh", "in_queued", "live", "seq", "work")
 
     def __init__(self, work: Work, seq: int) -> None:
         self.work = work
         self.seq = seq
-        # The end of the redelivery window while the item is pending; None otherwise.
-        self.window_until: _dt.datetime | None = None
-        # Whether ``_ready`` / ``_queued`` hold an entry for this item (valid or stale).
-        self.in_ready = False
+        # The number of the item's latest delivery; ``live`` while that delivery awaits its ack
+        # (the item is queued and handed out), and then ``aged`` once the default window passed.
+        self.delivery = 0
+        self.live = False
+        self.aged = False
+        # Whether ``_fresh`` / ``_queued`` hold an entry for this item (valid or stale).
+        self.in_fresh = False
         self.in_queued = False
         # Dropped by the retention bound: ``_order`` still holds the slot until it is rebuilt.
         self.dropped = False
@@ -382,12 +423,19 @@ class Environment:
         # What changed, for take_changes (None: not tracked).  Few attributes on purpose: past
         # 30, CPython stops sharing instance dict keys, and every attribute read gets slower.
         self._track = _Tracker() if track_changes else None
-        self._ready: list[int] = []
+        self._fresh: list[int] = []
         self._queued: list[int] = []
-        self._windows: list[tuple[_dt.datetime, int]] = []
+        self._log: list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
+        self._log_head = 0  # entries before it are stale and dropped
+        self._log_aged = 0  # entries before it are past the default window
+        self._log_migrated = 0  # entries before it are in ``_due`` (or were stale)
+        self._mark: _dt.datetime | None = None  # every delivery at or before it is migrated
+        self._due: list[tuple[int, int, _dt.datetime]] = []
+        self._default_window = _dt.timedelta(milliseconds=profile.default_reclaim_older_than_ms)
         self._leases: list[tuple[_dt.datetime, int]] = []
         self._depth = 0
         self._pending = 0
+        self._delivered = 0
         self._leased = 0
         self._polls: deque[tuple[_dt.datetime, str]] = deque()
         self._pollers: dict[str, _dt.datetime] = {}
@@ -468,7 +516,7 @@ class Environment:
         if track is not None:
             track.items[seq] = slot
             track.state = True
-        self._enter(slot, None, None)
+        self._enter(slot, None)
         return work
 
     def poll(
@@ -481,11 +529,12 @@ class Environment:
     ) -> Work | None:
         """Hand out the oldest deliverable ``queued`` item (by creation), or None.
 
-        The item stays ``queued`` and is hidden from other polls until
-        ``reclaim_older_than_ms`` (default: the profile's, 5000) has passed, boundary
-        inclusive, unless it is acked first.  ``block_ms`` (1-999) is only validated: the pure
-        core never waits, an adapter may.  A named ``worker_id`` counts as polling at ``now``
-        for :meth:`stats`, whether or not anything was handed out.
+        Deliverable: never handed out (or back from an expired lease), or handed out by an
+        earlier poll, not acked, and at least ``reclaim_older_than_ms`` (this poll's; default
+        the profile's, 5000) ago, boundary inclusive.  The item stays ``queued``.
+        ``block_ms`` (1-999) is only validated: the pure core never waits, an adapter may.
+        A named ``worker_id`` counts as polling at ``now`` for :meth:`stats`, whether or not
+        anything was handed out.
 
         The record carries ``secret``: render the answer with ``to_json(include_secret=True)``.
         """
@@ -519,12 +568,23 @@ class Environment:
                 self._polls.append((now, worker_id))
                 if self._track is not None:
                     self._track.state = True
-        slot = self._pop_ready()
+        try:
+            bound: _dt.datetime | None = now - _dt.timedelta(milliseconds=reclaim)
+        except OverflowError:  # a window reaching before year 1: no delivery is that old
+            bound = None
+        slot = self._take(bound)
         if slot is None:
             return None
-        until = saturating_add(now, milliseconds=reclaim)  # past 9999: never ends by time
-        work = slot.work.deliver(now, worker_id=worker_id)
-        self._replace(slot, work, until)
+        work = slot.work
+        if self.profile.fresh_id_on_redelivery and (work.attempt or slot.delivery):
+            work = self._rekey(slot)
+        work = work.deliver(now, worker_id=worker_id)
+        self._leave(slot)
+        slot.work = work
+        track = self._track
+        if track is not None:
+            track.items[slot.seq] = slot
+        self._deliver(slot, now)
         return work
 
     def ack(self, work_id: str, now: _dt.datetime, *, worker_id: str | None = None) -> Work:
@@ -664,29 +724,29 @@ class Environment:
             self._retain(now)
         return expired
 
-    def next_change_at(self) -> _dt.datetime | None:
+    def next_change_at(self, *, reclaim_older_than_ms: int | None = None) -> _dt.datetime | None:
         """The earliest time at which time alone changes something, or None.
 
-        That is when a redelivery window ends (the item becomes deliverable again) or the
-        first instant after a lease deadline (the lease expires).  An adapter that holds a
+        That is when the oldest unacknowledged delivery becomes ``reclaim_older_than_ms``
+        old (default: the profile's window), so a poll with that window may take it over, or
+        the first instant after a lease deadline (the lease expires).  An adapter that holds a
         poll open (``block_ms``) can sleep until then.  Reads no clock and changes nothing
         observable.
         """
-        by_seq = self._by_seq
-        windows, leases = self._windows, self._leases
-        while windows:
-            slot = by_seq.get(windows[0][1])
-            if slot is not None and slot.window_until == windows[0][0]:
-                break
-            heapq.heappop(windows)
+        window = self.profile.default_reclaim_older_than_ms
+        if is_int(reclaim_older_than_ms) and reclaim_older_than_ms >= 0:
+            window = reclaim_older_than_ms
+        by_seq, leases = self._by_seq, self._leases
         while leases:
             slot = by_seq.get(leases[0][1])
             if slot is not None and slot.work.lease_expires_at == leases[0][0]:
                 break
             heapq.heappop(leases)
         times = []
-        if windows:
-            times.append(windows[0][0])
+        oldest = self._oldest_delivery()
+        if oldest is not None:
+            with contextlib.suppress(OverflowError):  # past the year 9999: never by time
+                times.append(oldest + _dt.timedelta(milliseconds=window))
         if leases:
             # A lease expires at the first instant after its deadline.  The core refuses a
             # deadline with no such instant (see workstate._time); saturate all the same.
@@ -709,7 +769,7 @@ class Environment:
                 got=False,
             )
         items = tuple(
-            ItemState(work=slot.work, seq=slot.seq, window_until=slot.window_until)
+            ItemState(work=slot.work, seq=slot.seq, window_until=self._window_until(slot))
             for slot in track.items.values()
         )
         state = self.state() if track.state else None
@@ -731,7 +791,7 @@ class Environment:
     def item_states(self) -> tuple[ItemState, ...]:
         """Every item with its bookkeeping, by creation, as :meth:`restore` takes them."""
         return tuple(
-            ItemState(work=slot.work, seq=slot.seq, window_until=slot.window_until)
+            ItemState(work=slot.work, seq=slot.seq, window_until=self._window_until(slot))
             for slot in self._order
             if not slot.dropped
         )
@@ -779,12 +839,27 @@ class Environment:
         env._named_poll_seen = state.named_poll_seen
         env._pollers = dict(sorted(state.pollers.items(), key=lambda pair: pair[1]))
         env._polls = deque((at, worker) for worker, at in env._pollers.items())
+        delivered = []
         for record in records:
             slot = _Slot(record.work, record.seq)
             env._order.append(slot)
             env._slots[record.work.id] = slot
             env._by_seq[record.seq] = slot
-            env._enter(slot, None, record.window_until)
+            env._enter(slot, None)
+            if record.window_until is not None:
+                delivered.append(slot)
+        # Deliveries awaiting their ack go back in the log in delivery order (time order); a
+        # default window that ended by ``now`` is applied by the next call, as it would have been.
+        delivered.sort(key=lambda s: (s.work.delivered_at, s.seq))
+        for slot in delivered:
+            at = slot.work.delivered_at
+            assert at is not None  # (checked: a window only on a delivered queued item)
+            env._leave(slot)  # (not yet a delivery: out of ``depth``)
+            slot.delivery += 1
+            slot.live = True
+            env._delivered += 1
+            env._pending += 1
+            env._log.append((at, saturating_add(at, env._default_window), slot.seq, slot.delivery))
         # Stopped items were entered by creation; retention drops them in stopping order.
         if env._stopped is not None:
             env._stopped = deque(sorted(env._stopped, key=lambda s: (s.work.stopped_at, s.seq)))
@@ -943,8 +1018,8 @@ class Environment:
             now = ensure_utc(now)
         self._check_time(now)
         self._now = now
-        leases, windows = self._leases, self._windows
-        if (leases and leases[0][0] < now) or (windows and windows[0][0] <= now):
+        leases, log, aged = self._leases, self._log, self._log_aged
+        if (leases and leases[0][0] < now) or (aged < len(log) and log[aged][1] <= now):
             self._advance(now, collect=False)
         stopped = self._stopped
         if stopped and (len(stopped) > self._retain_count or self._retain_age is not None):
@@ -952,17 +1027,17 @@ class Environment:
         return now
 
     def _advance(self, now: _dt.datetime, *, collect: bool) -> builtins.list[Work]:
-        by_seq = self._by_seq
-        windows = self._windows
-        while windows and windows[0][0] <= now:
-            until, seq = heapq.heappop(windows)
-            slot = by_seq.get(seq)
-            if slot is not None and slot.window_until == until:  # (leaving ``queued`` clears it)
-                # The window ended: pending → ready.
-                slot.window_until = None
+        by_seq, log = self._by_seq, self._log
+        aged, end = max(self._log_aged, self._log_head), len(log)
+        while aged < end and log[aged][1] <= now:
+            slot = by_seq.get(log[aged][2])
+            if slot is not None and slot.live and slot.delivery == log[aged][3] and not slot.aged:
+                # The default window ended: pending → ready (for a poll with that window).
+                slot.aged = True
                 self._pending -= 1
                 self._depth += 1
-                self._push_ready(slot)
+            aged += 1
+        self._log_aged = aged
         expired: builtins.list[Work] = []
         leases = self._leases
         while leases and leases[0][0] < now:
@@ -1031,7 +1106,7 @@ class Environment:
             )
         return slot
 
-    def _replace(self, slot: _Slot, work: Work, window_until: _dt.datetime | None = None) -> None:
+    def _replace(self, slot: _Slot, work: Work) -> None:
         """Store the item's next record and move it between the classes and indexes."""
         old = slot.work
         if work is old:
@@ -1041,28 +1116,30 @@ class Environment:
         track = self._track
         if track is not None:
             track.items[slot.seq] = slot
-        self._enter(slot, old.lease_expires_at, window_until)
+        self._enter(slot, old.lease_expires_at)
 
     def _leave(self, slot: _Slot) -> None:
         state = slot.work.state
         if state is _QUEUED:
-            if slot.window_until is None:
+            if not slot.live:
                 self._depth -= 1
             else:
-                self._pending -= 1
-                slot.window_until = None
+                # The delivery ends (acked, stopped, or handed out again): its entries in
+                # ``_log`` and ``_due`` go stale, since the slot's delivery number moves on.
+                slot.live = False
+                slot.delivery += 1
+                self._delivered -= 1
+                if slot.aged:
+                    self._depth -= 1
+                else:
+                    self._pending -= 1
         else:
             # Leased: a stopped item never gets here, since each of its moves answers with the
             # same record (which ``_replace`` skips) or only updates metadata (which does not
             # go through ``_replace``).
             self._leased -= 1
 
-    def _enter(
-        self,
-        slot: _Slot,
-        old_deadline: _dt.datetime | None,
-        window_until: _dt.datetime | None,
-    ) -> None:
+    def _enter(self, slot: _Slot, old_deadline: _dt.datetime | None) -> None:
         work = slot.work
         state = work.state
         if state is _QUEUED:
@@ -1071,16 +1148,12 @@ class Environment:
                 heapq.heappush(self._queued, slot.seq)
                 if len(self._queued) > 2 * (self._depth + self._pending) + _COMPACT_SLACK:
                     self._compact_queued()
-            assert self._now is not None
-            if window_until is None or window_until <= self._now:
-                self._depth += 1
-                self._push_ready(slot)
-            else:
-                self._pending += 1
-                slot.window_until = window_until
-                heapq.heappush(self._windows, (window_until, slot.seq))
-                if len(self._windows) > 2 * self._pending + _COMPACT_SLACK:
-                    self._compact_windows()
+            self._depth += 1
+            if not slot.in_fresh:
+                slot.in_fresh = True
+                heapq.heappush(self._fresh, slot.seq)
+                if len(self._fresh) > 2 * self._depth + _COMPACT_SLACK:
+                    self._compact_fresh()
         elif state is _STOPPED:
             stopped = self._stopped
             if stopped is not None:
@@ -1093,39 +1166,128 @@ class Environment:
                 if len(self._leases) > 2 * self._leased + _COMPACT_SLACK:
                     self._compact_leases()
 
-    def _push_ready(self, slot: _Slot) -> None:
-        if not slot.in_ready:
-            slot.in_ready = True
-            heapq.heappush(self._ready, slot.seq)
-            if len(self._ready) > 2 * self._depth + _COMPACT_SLACK:
-                self._compact_ready()
+    def _deliver(self, slot: _Slot, now: _dt.datetime) -> None:
+        """Record the delivery the item's record now carries (it is queued and handed out)."""
+        slot.delivery += 1
+        slot.live = True
+        slot.aged = False
+        self._delivered += 1
+        self._pending += 1
+        # Past the year 9999 the default window never ends by time.
+        aged_at = saturating_add(now, self._default_window)
+        self._log.append((now, aged_at, slot.seq, slot.delivery))
+        if aged_at <= now:  # a default window of 0: ready again at once
+            self._advance(now, collect=False)
+        if len(self._log) - self._log_head > 2 * self._delivered + _COMPACT_SLACK:
+            self._compact_log()
 
-    def _pop_ready(self) -> _Slot | None:
-        """The oldest ready item, removed from ``_ready`` (stale entries are dropped)."""
-        ready, by_seq = self._ready, self._by_seq
-        while ready:
-            slot = by_seq.get(heapq.heappop(ready))
-            if slot is None:
-                continue  # dropped
-            slot.in_ready = False
-            if slot.work.state is _QUEUED and slot.window_until is None:
-                return slot
+    def _live_delivery(self, seq: int, delivery: int) -> _Slot | None:
+        """The item whose delivery number ``delivery`` still awaits its ack, or None (the
+        delivery ended, or the item was dropped: a stale entry)."""
+        slot = self._by_seq.get(seq)
+        if slot is not None and slot.live and slot.delivery == delivery:
+            return slot
         return None
 
-    def _compact_ready(self) -> None:
-        # Entries of items that are no longer ready go; their flags say so, so that the items
-        # get a fresh entry if they become ready again.
+    def _take(self, bound: _dt.datetime | None) -> _Slot | None:
+        """The oldest-created item a poll may hand out, removed from its index, or None.
+
+        ``bound`` is ``now - reclaim_older_than_ms``: a delivery at or before it may be taken
+        over (None: none may).
+        """
+        by_seq = self._by_seq
+        fresh = self._fresh
+        while fresh:
+            slot = by_seq.get(fresh[0])
+            if slot is not None and slot.work.state is _QUEUED and not slot.live:
+                break
+            heapq.heappop(fresh)
+            if slot is not None:  # (a dropped slot is gone, flag and all)
+                slot.in_fresh = False
+        due = self._due
+        if bound is not None:
+            mark = self._mark
+            if mark is None or bound >= mark:  # (equal: deliveries made since at that instant)
+                self._migrate(bound)
+            held: builtins.list[tuple[int, int, _dt.datetime]] = []
+            while due:
+                seq, delivery, at = due[0]
+                if self._live_delivery(seq, delivery) is None:
+                    heapq.heappop(due)  # stale: that delivery ended
+                elif at > bound:
+                    held.append(heapq.heappop(due))  # too young for this poll's window
+                else:
+                    break
+            taken = None
+            if due and (not fresh or due[0][0] < fresh[0]):
+                taken = by_seq[heapq.heappop(due)[0]]  # (checked live just above)
+            for entry in held:
+                heapq.heappush(due, entry)
+            if taken is not None:
+                return taken
+        if fresh:
+            slot = by_seq[heapq.heappop(fresh)]  # (checked at the top)
+            slot.in_fresh = False
+            return slot
+        return None
+
+    def _migrate(self, bound: _dt.datetime) -> None:
+        """Move every live delivery made at or before ``bound`` from ``_log`` into ``_due``."""
+        log, due = self._log, self._due
+        i, end = max(self._log_migrated, self._log_head), len(log)
+        while i < end and log[i][0] <= bound:
+            at, _, seq, delivery = log[i]
+            if self._live_delivery(seq, delivery) is not None:
+                heapq.heappush(due, (seq, delivery, at))
+            i += 1
+        self._log_migrated = i
+        self._mark = bound
+        if len(due) > 2 * self._delivered + _COMPACT_SLACK:
+            self._due = [e for e in due if self._live_delivery(e[0], e[1]) is not None]
+            heapq.heapify(self._due)
+
+    def _oldest_delivery(self) -> _dt.datetime | None:
+        """When the oldest delivery still awaiting its ack was made, or None."""
+        log = self._log
+        head, end = self._log_head, len(log)
+        while head < end and self._live_delivery(log[head][2], log[head][3]) is None:
+            head += 1
+        self._log_head = head
+        if head > _COMPACT_SLACK and head * 2 > end:
+            self._compact_log()
+            log, head = self._log, 0
+        return log[head][0] if head < len(log) else None
+
+    def _compact_log(self) -> None:
+        """Drop the stale entries of ``_log``, keeping the three positions on the same entries."""
+        kept: builtins.list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
+        aged = migrated = 0
+        for i, entry in enumerate(self._log):
+            if self._live_delivery(entry[2], entry[3]) is not None:
+                kept.append(entry)
+            if i + 1 == self._log_aged:
+                aged = len(kept)
+            if i + 1 == self._log_migrated:
+                migrated = len(kept)
+        self._log = kept
+        self._log_head = 0
+        self._log_aged = aged
+        self._log_migrated = migrated
+
+    def _compact_fresh(self) -> None:
+        # Entries of items that are no longer fresh go; their flags say so, so that the items
+        # get a new entry if they become fresh again.
         by_seq, live = self._by_seq, []
-        for seq in self._ready:
+        for seq in self._fresh:
             slot = by_seq.get(seq)
             if slot is None:
                 continue
-            if slot.work.state is _QUEUED and slot.window_until is None:
+            if slot.work.state is _QUEUED and not slot.live:
                 live.append(seq)
             else:
-                slot.in_ready = False
+                slot.in_fresh = False
         heapq.heapify(live)
-        self._ready = live
+        self._fresh = live
 
     def _compact_queued(self) -> None:
         by_seq, live = self._by_seq, []
@@ -1140,15 +1302,34 @@ class Environment:
         heapq.heapify(live)
         self._queued = live
 
-    def _compact_windows(self) -> None:
-        by_seq = self._by_seq
-        live = set()
-        for until, seq in self._windows:
-            slot = by_seq.get(seq)
-            if slot is not None and slot.window_until == until:
-                live.add((until, seq))
-        self._windows = list(live)
-        heapq.heapify(self._windows)
+    def _window_until(self, slot: _Slot) -> _dt.datetime | None:
+        """What :class:`ItemState` keeps of a delivery awaiting its ack (None: there is none)."""
+        if not slot.live:
+            return None
+        at = slot.work.delivered_at
+        assert at is not None  # (a live delivery is a delivered queued item)
+        return saturating_add(at, self._default_window)
+
+    def _rekey(self, slot: _Slot) -> Work:
+        """Give the item a fresh id (the old one leaves the index and answers 404)."""
+        work = slot.work
+        old_id = work.body.id
+        # The environment's own generator, even with an ``id_factory``: the item has already
+        # been taken from its index, so nothing here may fail or repeat an id in use.
+        counter = self._id_counter
+        new_id, counter = self._hashed_id("work_", counter)
+        while new_id in self._slots:
+            new_id, counter = self._hashed_id("work_", counter)
+        self._id_counter = counter
+        del self._slots[old_id]
+        self._slots[new_id] = slot
+        work = attrs.evolve(work, body=attrs.evolve(work.body, id=new_id))
+        slot.work = work
+        track = self._track
+        if track is not None:
+            track.state = True  # the id counter moved
+            track.dropped.append(old_id)  # a store keyed by id lets the old one go
+        return work
 
     def _compact_leases(self) -> None:
         by_seq = self._by_seq
@@ -1172,8 +1353,11 @@ class Environment:
                     f"got {value!r}"
                 )
             return value, counter
-        # A keyed hash of (prefix, counter): deterministic, and only a successful create moves
-        # the counter on.
+        return self._hashed_id(prefix, counter)
+
+    def _hashed_id(self, prefix: str, counter: int) -> tuple[str, int]:
+        """A keyed hash of (prefix, counter): deterministic; only a successful create (or a
+        fresh id on re-hand-out) moves the counter on."""
         hasher = self._id_hash.copy()
         hasher.update(prefix.encode() + counter.to_bytes(8, "big"))
         return prefix + hasher.digest().translate(_TO_B62).decode("ascii"), counter + 1

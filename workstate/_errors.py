@@ -79,10 +79,12 @@ class WorkstateError(Exception):
         state: State | None = None,
         operation: Operation | None = None,
         allowed: Sequence[Operation] = (),
+        error_code: str | None = None,
     ) -> None:
         # Whatever a message quotes, it can always be rendered, and it stays short.
         message = safe_message(message)
         super().__init__(message)
+        self._error_code = error_code
         self.message = message
         self.status: int = self.default_status if status is None else status
         self.error_type: str = self.default_error_type if error_type is None else error_type
@@ -94,11 +96,16 @@ class WorkstateError(Exception):
     @property
     def error_code(self) -> str | None:
         """A stable code naming the cause, where the API defines one."""
-        return None
+        return self._error_code
 
     def details(self) -> dict[str, Any] | None:
-        """The API's ``error.details`` object, where the API defines one."""
-        return None
+        """The API's ``error.details`` object, where the API defines one.
+
+        An error with a code carries it as ``details.error_code``: the official SDK picks its
+        exception class from (status, ``error.details.error_code``).
+        """
+        code = self.error_code
+        return None if code is None else {"error_code": code}
 
     def to_json(self, *, request_id: str | None = None) -> dict[str, Any]:
         """The API's error envelope: ``{"type": "error", "error": {...}, "request_id": ...}``."""
@@ -180,6 +187,7 @@ class InvalidInputError(WorkstateError):
         operation: Operation | None = None,
         status: int | None = None,
         error_type: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -188,6 +196,7 @@ class InvalidInputError(WorkstateError):
             work_id=work_id,
             state=state,
             operation=operation,
+            error_code=error_code,
         )
         self.key = safe_message(key, 200)
         self.expected = expected

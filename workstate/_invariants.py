@@ -237,7 +237,11 @@ def _private_violations(work: object, stamps: dict[str, _dt.datetime | None]) ->
     assert isinstance(work, Work)
     out = []
     profile = work.body.profile
-    holds_lease = work.state in LEASE_STATES
+    # Under a profile whose ack starts no lease, an item holds one only from its first
+    # heartbeat on (docs/divergences.md, "the lease an ack starts").
+    holds_lease = work.state in LEASE_STATES and (
+        work.latest_heartbeat_at is not None or profile.ack_lease_seconds() is not None
+    )
     if holds_lease != (work.lease_expires_at is not None):
         out.append(
             Violation(

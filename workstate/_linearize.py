@@ -87,7 +87,8 @@ import attrs
 from workstate._environment import Environment
 from workstate._errors import NotFoundError, PreconditionFailedError, WorkstateError
 from workstate._history import History, HistoryCall
-from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile
+from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile, StopResponse
+from workstate._records import is_int
 from workstate._table import LEASE_STATES, State
 from workstate._time import UTC, format_time, parse_time
 from workstate._wire import work_data_from_json, work_from_json
@@ -275,8 +276,11 @@ def _parse_stamps(body: object, keys: Iterable[str]) -> list[_dt.datetime]:
     return out
 
 
-def _same(model: Mapping[str, Any], body: object, skip: str | None = None) -> bool:
-    """Whether ``body`` carries every key of the model's answer with the same value."""
+def _same(model: Mapping[str, Any] | None, body: object, skip: str | None = None) -> bool:
+    """Whether ``body`` carries every key of the model's answer with the same value (None: an
+    answer with no body, such as a 204 stop)."""
+    if model is None:
+        return body is None
     if not isinstance(body, Mapping):
         return False
     for key, value in model.items():
@@ -395,6 +399,13 @@ class _Model:
                     best[k] = n
         return frozenset(best.values())
 
+    def reclaim(self, sub: _Sub) -> _dt.timedelta:
+        """How old a delivery must be before the poll ``sub`` may take the item over."""
+        reclaim = sub.call.input.get("reclaim_older_than_ms")
+        if not is_int(reclaim):
+            reclaim = self.profile.default_reclaim_older_than_ms
+        return _dt.timedelta(milliseconds=reclaim)
+
     def times(self, s: _S, sub: _Sub) -> list[_dt.datetime]:
         lo, hi = sub.lo, sub.hi
         a = s.cursor if lo is None or lo <= s.cursor else lo
@@ -408,8 +419,8 @@ class _Model:
                 extra.append(w.lease_expires_at + _MICRO)
                 if isinstance(s.band, _dt.datetime):
                     extra.append(s.band + _MICRO)
-            if s.window is not None:
-                extra.append(s.window)
+            if s.window is not None and sub.kind == "deliver":
+                extra.append(s.window + self.reclaim(sub))
         for t in extra:
             if t > a and (hi is None or t <= hi):
                 times.add(t)
@@ -422,11 +433,7 @@ class _Model:
         bounds: expired, and not yet (the deadline then known to be at least ``t``).
         """
         w, window, band = s.work, s.window, s.band
-        if (
-            band is None
-            and (window is None or window > t)
-            and (w is None or w.lease_expires_at is None or w.lease_expires_at >= t)
-        ):
+        if band is None and (w is None or w.lease_expires_at is None or w.lease_expires_at >= t):
             return [s if t == s.cursor else self.mk(w, s.phase, window, s.secret, t)]
         if isinstance(band, _dt.timedelta):
             # The unseen call that set the lease came no later than this one: its deadline is
@@ -448,8 +455,6 @@ class _Model:
                             out.append(self.mk(w.expire(v), s.phase, None, s.secret, t))
                 w = w.expire(deadline + _MICRO)
                 window = band = None
-            if window is not None and window <= t:
-                window = None
         out.append(self.mk(w, s.phase, window, s.secret, t, band))
         return out
 
@@ -501,13 +506,13 @@ class _Model:
         assert w is not None
         try:
             if kind == "deliver":
-                if w.state is not State.QUEUED or s.window is not None:
-                    return s, None, _NotDeliverable(w, s.window)
+                # The polling call's own window decides whether an unacked delivery is due for
+                # reclaim (boundary inclusive); ``window`` holds the delivery's time.
+                due = None if s.window is None else s.window + self.reclaim(sub)
+                if w.state is not State.QUEUED or (due is not None and t < due):
+                    return s, None, _NotDeliverable(w, due)
                 new = w.deliver(t, worker_id=inputs.get("worker_id"))
-                reclaim = inputs.get("reclaim_older_than_ms")
-                if not isinstance(reclaim, int):
-                    reclaim = self.profile.default_reclaim_older_than_ms
-                n = self.mk(new, _KNOWN, t + _dt.timedelta(milliseconds=reclaim), s.secret, t)
+                n = self.mk(new, _KNOWN, t, s.secret, t)
                 return n, self.render(n, True), None
             if kind in ("get", "observe"):
                 return s, self.render(s, False), None
@@ -529,6 +534,8 @@ class _Model:
             return s, None, exc
         window = s.window if new.state is State.QUEUED else None
         n = s if new is w else self.mk(new, _KNOWN, window, s.secret, t)
+        if kind == "stop" and self.profile.stop_response is StopResponse.NO_CONTENT:
+            return n, None, None  # a 204: the answer shows nothing of the item
         return n, self.render(n, False), None
 
     def apply(self, s: _S, sub: _Sub, t: _dt.datetime) -> _S | None:
@@ -594,10 +601,7 @@ class _Model:
         window = None
         secret = sub.kind == "deliver"
         if secret:
-            reclaim = sub.call.input.get("reclaim_older_than_ms")
-            if not isinstance(reclaim, int):
-                reclaim = self.profile.default_reclaim_older_than_ms
-            window = t + _dt.timedelta(milliseconds=reclaim)
+            window = t  # handed out now
         band = None
         latest = work.latest_heartbeat_at
         if work.state in LEASE_STATES and latest is not None:
@@ -847,6 +851,11 @@ class _Item:
         self.refused: set[object] = set()
 
 
+def _bodiless(sub: _Sub) -> bool:
+    """A stop answered 204: its effect's time shows only in other answers."""
+    return sub.kind == "stop" and sub.outcome == "ok" and sub.body is None
+
+
 def _first_after(values: Sequence[_dt.datetime], lo: _dt.datetime | None) -> tuple[Any, ...]:
     return tuple(v for v in values if lo is None or v >= lo)
 
@@ -1041,7 +1050,7 @@ class _Checker:
 
     def prepare(self, item: _Item) -> list[_Sub]:
         subs = item.subs
-        if not any(s.outcome == "info" for s in subs):
+        if not any(s.outcome == "info" or _bodiless(s) for s in subs):
             return subs
         seen: dict[str, list[_dt.datetime]] = {}
         for s in subs:
@@ -1063,7 +1072,9 @@ class _Checker:
                 )
         out = []
         for s in subs:
-            if s.outcome == "info" and s.kind in _INFO_PINS:
+            # An info call's effect, and a stop answered 204, show no time of their own: the
+            # stamps other answers show are the candidates.
+            if (s.outcome == "info" or _bodiless(s)) and s.kind in _INFO_PINS:
                 values = sorted({v for k in _INFO_PINS[s.kind] for v in seen.get(k, ())})
                 s = attrs.evolve(s, pins=_first_after(values, s.lo))
             out.append(s)
@@ -1175,7 +1186,7 @@ class _Checker:
         if w.lease_expires_at is not None:
             parts.append(f"lease until {format_time(w.lease_expires_at)}")
         if state.window is not None:
-            parts.append(f"handed out until {format_time(state.window)}")
+            parts.append(f"handed out at {format_time(state.window)}")
         parts.append(f"server time ≥ {format_time(state.cursor)}")
         return ", ".join(parts)
 

@@ -7,7 +7,8 @@ can apply to an item is an :class:`Operation`.  :data:`MOVES` declares, row by r
 legal (state, operation) pair: where it leads, which lifecycle timestamps it sets or clears,
 what it does to the lease, and whether it changes the item at all.  A pair with no row is
 illegal (409).  A few rows apply only when a :class:`~workstate.Profile` says so (spec §7):
-they name the profile flag in ``when``.
+they name the profile flag in ``when`` (the row applies when the flag is true) or ``unless``
+(the row applies when it is false), so a pair has at most one row under any profile.
 
 Everything else is derived from this table: the ``transitions`` engine (``_engine``), the
 compiled lookup that operations consult, the Mermaid diagram in ``docs/lifecycle.md`` and the
@@ -83,6 +84,7 @@ class Rule(enum.Enum):
 
     STOP_STOPPED_IS_NOOP = "stop_stopped_is_noop"
     HEARTBEAT_STOPPED_IS_NOOP = "heartbeat_stopped_is_noop"
+    STOP_STARTING_IS_IMMEDIATE = "stop_starting_is_immediate"
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +106,9 @@ class Move:
     changes: bool = True
     """False for the answers that leave the item exactly as it was (a safe retry)."""
     when: Rule | None = None
-    """The profile flag this row needs; None when the row always applies."""
+    """The profile flag this row needs true; None when the row does not need one."""
+    unless: Rule | None = None
+    """The profile flag this row needs false; None when the row does not need one."""
     note: str = ""
     """One line of prose for the docs."""
 
@@ -119,6 +123,7 @@ def _m(
     lease: LeaseEffect = LeaseEffect.KEEP,
     changes: bool = True,
     when: Rule | None = None,
+    unless: Rule | None = None,
     note: str = "",
 ) -> Move:
     return Move(
@@ -130,6 +135,7 @@ def _m(
         lease=lease,
         changes=changes,
         when=when,
+        unless=unless,
         note=note,
     )
 
@@ -192,7 +198,23 @@ MOVES: tuple[Move, ...] = (
         lease=LeaseEffect.END,
         note="nobody runs it: stopped at once",
     ),
-    _m(_S, Operation.STOP, _SG, sets=(Stamp.STOP_REQUESTED_AT,), note="the worker should drain"),
+    _m(
+        _S,
+        Operation.STOP,
+        _SG,
+        sets=(Stamp.STOP_REQUESTED_AT,),
+        unless=Rule.STOP_STARTING_IS_IMMEDIATE,
+        note="the worker should drain",
+    ),
+    _m(
+        _S,
+        Operation.STOP,
+        _SD,
+        sets=(Stamp.STOPPED_AT,),
+        lease=LeaseEffect.END,
+        when=Rule.STOP_STARTING_IS_IMMEDIATE,
+        note="nobody holds it yet to confirm: stopped at once",
+    ),
     _m(_A, Operation.STOP, _SG, sets=(Stamp.STOP_REQUESTED_AT,), note="the worker should drain"),
     _m(
         _SG,

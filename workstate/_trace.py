@@ -36,7 +36,10 @@ of an item are then at most one such operation apart (server-side lease expiries
 happen unrecorded), which lets the checker notice a missing step.
 
 The first snapshot of an item is taken as given (after its own invariants); heartbeat
-answers before it are only checked against each other.
+answers before it are only checked against each other.  Under a profile with
+``fresh_id_on_redelivery`` an item handed out again has a new id: a first snapshot with the
+environment, data and ``created_at`` of an item seen before continues it, and every later
+record of the old id is a violation (the server answers 404 for it).
 
 This module imports no Hypothesis, so ``python -m workstate check`` works without the
 ``testing`` extra; :func:`main` is that command (the only part here that does I/O).
@@ -59,7 +62,7 @@ import attrs
 from workstate._engine import lookup
 from workstate._errors import InvalidInputError
 from workstate._invariants import invariant_violations
-from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile
+from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile, load_profile
 from workstate._records import HeartbeatResult
 from workstate._table import LEASE_STATES, LeaseEffect, Move, Operation, Stamp, State
 from workstate._time import format_time, parse_time, truncate
@@ -105,7 +108,8 @@ class TraceViolation:
     rule: str
     """A stable name for the kind of problem: ``malformed``, ``invariant``, ``set-once``,
     ``illegal-state-change``, ``timestamp-backwards``, ``timestamp-vanished``,
-    ``timestamp-changed``, ``heartbeat``, ``missing-step`` or ``unexplained``."""
+    ``timestamp-changed``, ``heartbeat``, ``missing-step``, ``retired-id`` (a record of an id
+    that a fresh-id profile retired when the item was handed out again) or ``unexplained``."""
     message: str
     """A plain explanation."""
     key: str | None = None
@@ -192,7 +196,8 @@ def journal_trace_records(entries: Iterable[Mapping[str, Any]]) -> list[dict[str
     entries, or the lines of ``serve --journal FILE``), in the order the server applied them.
 
     Every successful answer that shows an item becomes a record: the work object of a
-    creation, poll, ack, stop, read or metadata update, each item of a listing, and a
+    creation, poll, ack, stop (for a stop answered 204, the item its entry keeps), read or
+    metadata update, each item of a listing, and a
     heartbeat answer (tied to the entry's ``work_id``).  An answer the server computed but
     withheld (a ``drop: after`` fault) counts too: it is what the server did.  The journal
     records every client call, so the records may be checked with ``complete=True``.
@@ -204,6 +209,9 @@ def journal_trace_records(entries: Iterable[Mapping[str, Any]]) -> list[dict[str
         withheld = entry.get("withheld")
         if isinstance(withheld, Mapping):
             status, answer = withheld.get("status"), withheld.get("response")
+        item = entry.get("item")
+        if status == 204 and isinstance(item, Mapping):
+            status, answer = 200, item  # a stop answered 204: the item it left
         if status != 200 or not isinstance(answer, Mapping):
             continue
         kind = answer.get("type")
@@ -412,8 +420,8 @@ class _Search:
                 continue
             lo = node.cursor
             if expire:
-                # Every node in a lease-holding state carries a deadline (see _baseline, _lease).
-                assert node.deadline is not None
+                if node.deadline is None:
+                    continue  # no lease to lapse: an ack that starts none, and no heartbeat
                 lo = max(lo, node.deadline + _MICRO)
             if any(stamps[i] == _FINAL for i in sets) or any(stamps[i] == _FINAL for i in clears):
                 continue  # a final value cannot change again on the path
@@ -520,7 +528,9 @@ def _lease(
     effect: LeaseEffect, t: _dt.datetime, node: _Node, profile: Profile
 ) -> tuple[_dt.datetime | None, int | None]:
     if effect is LeaseEffect.START:
-        ttl = profile.default_ttl_seconds
+        ttl = profile.ack_lease_seconds()
+        if ttl is None:  # the ack starts no lease (a profile knob); a quiet answer says default
+            return None, profile.default_ttl_seconds
         return t + _dt.timedelta(seconds=ttl), ttl
     if effect is LeaseEffect.EXTEND:
         # An unobserved heartbeat may have asked for any TTL: the shortest one is the bound.
@@ -549,15 +559,18 @@ def _baseline(work: Work, rules: _Rules) -> _Node:
     deadline = None
     profile = rules.profile
     latest = work.latest_heartbeat_at
-    # With no heartbeat in this pass, the lease (if any) is the ack's, with the default TTL;
-    # a heartbeat may have asked for any TTL, so only the shortest one bounds it.
+    # With no heartbeat in this pass, the lease (if any) is the ack's, as long as the profile
+    # says (maybe none at all); a heartbeat may have asked for any TTL, so only the shortest
+    # one bounds it.
     known_ttl = None
+    ack_lease = profile.ack_lease_seconds()
     if latest is None and work.state is not State.QUEUED:
-        known_ttl = profile.default_ttl_seconds
+        known_ttl = profile.default_ttl_seconds if ack_lease is None else ack_lease
     if work.state in LEASE_STATES:
         anchor = latest or work.acknowledged_at or work.created_at
-        ttl = profile.min_ttl_seconds if latest is not None else profile.default_ttl_seconds
-        deadline = anchor + _dt.timedelta(seconds=ttl)
+        ttl = profile.min_ttl_seconds if latest is not None else ack_lease
+        if ttl is not None:
+            deadline = anchor + _dt.timedelta(seconds=ttl)
     return _Node(work.state, stamps, 0, False, known_ttl, cursor, deadline)
 
 
@@ -630,6 +643,10 @@ class TraceChecker:
         self.complete = complete
         self._rules = _rules(profile)
         self._items: dict[str, _Item] = {}
+        # Fresh ids (``fresh_id_on_redelivery``): the latest id of each item, by what never
+        # changes across attempts, and the ids a re-hand-out retired (old id -> new id).
+        self._lineage: dict[tuple[str, str, str, _dt.datetime], str] = {}
+        self._retired: dict[str, str] = {}
         self._violations: list[TraceViolation] = []
         self._count = 0
         self._finished = False
@@ -702,15 +719,38 @@ class TraceChecker:
             if work_id is not None:
                 self._items.setdefault(work_id, _Item())
             return
+        if self._is_retired(index, work.id):
+            return
         item = self._items.setdefault(work.id, _Item())
         if item.first is None:
             item.first = work
+            if self.profile.fresh_id_on_redelivery:
+                self._follow(work)
         else:
             self._report(index, work.id, _set_once(item.first, work))
         if item.base is None:
             self._start(index, item, work)
             return
         self._segment(work.id, item, index, work)
+
+    def _follow(self, work: Work) -> None:
+        """A new id of an item seen before under another id: the old one is retired."""
+        key = (work.environment_id, work.data.type, work.data.id, work.created_at)
+        old = self._lineage.get(key)
+        if old is not None and old != work.id:
+            self._retired[old] = work.id
+        self._lineage[key] = work.id
+
+    def _is_retired(self, index: int, work_id: str) -> bool:
+        new = self._retired.get(work_id)
+        if new is None:
+            return False
+        message = (
+            f"{work_id} was handed out again as {new}; under profile {self.profile.name} "
+            "(fresh_id_on_redelivery) the old id answers 404 and shows nothing more"
+        )
+        self._report(index, work_id, [("retired-id", "id", message)])
+        return True
 
     def _start(self, index: int, item: _Item, work: Work) -> None:
         prefix = item.prefix_time
@@ -737,6 +777,8 @@ class TraceChecker:
         result, problems = _parse_beat(obj)
         if result is None:
             self._report(index, raw_id, problems)
+            return
+        if self._is_retired(index, raw_id):
             return
         time = parse_time(result.last_heartbeat) if result.last_heartbeat else None
         problems = self._beat_shape(result, time)
@@ -1120,6 +1162,12 @@ def main(argv: Sequence[str]) -> int:
         help="the provider behaviour to check against (default: %(default)s)",
     )
     parser.add_argument(
+        "--profile-file",
+        metavar="P.toml",
+        default=None,
+        help="a custom profile: a TOML table of Profile fields over --profile (or its 'base')",
+    )
+    parser.add_argument(
         "--complete",
         action="store_true",
         help="the trace records every client operation, so consecutive records of an item "
@@ -1130,7 +1178,14 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # --help or a usage error: argparse has printed it
         return exc.code if isinstance(exc.code, int) else 2
     name = "<stdin>" if args.file == "-" else args.file
-    checker = TraceChecker(profile=PROFILES[args.profile], complete=args.complete)
+    profile = PROFILES[args.profile]
+    if args.profile_file is not None:
+        try:
+            profile = load_profile(args.profile_file, base=profile)
+        except InvalidInputError as exc:
+            print(f"--profile-file: {exc.message} (key {exc.key})", file=sys.stderr)
+            return 2
+    checker = TraceChecker(profile=profile, complete=args.complete)
     lines: list[int] = []
     try:
         if args.file == "-":

@@ -263,7 +263,14 @@ def validate_metadata_patch(
 
     def bad(message: str, key: str, expected: str, got: object) -> InvalidInputError:
         return InvalidInputError(
-            message, key=key, expected=expected, got=got, work_id=work_id, state=state, operation=op
+            message,
+            key=key,
+            expected=expected,
+            got=got,
+            work_id=work_id,
+            state=state,
+            operation=op,
+            error_code=profile.metadata_error_code,
         )
 
     if not isinstance(patch, Mapping):
@@ -496,7 +503,8 @@ class Work:
         return self._apply(plan, now, delivered_at=now, delivered_to=worker_id)
 
     def ack(self, now: _dt.datetime, *, worker_id: str | None = None) -> Work:
-        """The worker claims the item: ``queued → starting`` and a lease with the default TTL.
+        """The worker claims the item: ``queued → starting`` and the lease the profile's
+        ``ack_lease`` says (the default TTL, a startup lease, or none).
 
         On ``starting`` and ``active`` an ack is a safe retry and returns this very record.
         """
@@ -524,7 +532,9 @@ class Work:
             )
         if not plan.changes:
             return self
-        return self._apply(plan, now, delivered_to=worker_id, ttl=profile.default_ttl_seconds)
+        # The lease an ack starts is a profile knob (docs/divergences.md): the default TTL, a
+        # startup lease, or none at all (the item then waits in ``starting`` for a heartbeat).
+        return self._apply(plan, now, delivered_to=worker_id, ttl=profile.ack_lease_seconds())
 
     def heartbeat(
         self,
@@ -776,10 +786,9 @@ class Work:
             ttl_seconds = ttl
             deadline = _deadline(now, ttl)
         elif lease is _START:
-            assert ttl is not None
             token = None
             ttl_seconds = ttl
-            deadline = _deadline(now, ttl)
+            deadline = None if ttl is None else _deadline(now, ttl)
             attempt += 1
             d_at, d_to = None, delivered_to if delivered_to is not None else d_to
         elif lease is _END:

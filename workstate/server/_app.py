@@ -78,7 +78,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workstate._environment import Environment, check_retention
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
-from workstate._profile import ANTHROPIC, Profile, evolve_profile
+from workstate._profile import ANTHROPIC, Profile, StopResponse, evolve_profile
 from workstate._records import WorkData
 from workstate._text import excerpt
 from workstate._time import (
@@ -373,7 +373,8 @@ class MockServer:
             if _ENVIRONMENT_ID.fullmatch(environment_id) is None:
                 raise NotFoundError(
                     f"environment {excerpt(environment_id)} not found; the mock server serves "
-                    "every id of the form env_<letters, digits, _ or ->"
+                    "every id of the form env_<letters, digits, _ or ->",
+                    error_code=self.profile.environment_not_found_error_code,
                 )
             env = self._environments[environment_id] = self._new_environment(environment_id)
         self._keeper.touched(environment_id, env)  # its changes go in this hold's commit
@@ -548,7 +549,7 @@ class MockServer:
                 wait = deadline - loop.time()
                 if wait <= 0:
                     return JSONResponse(None)  # the literal null: an empty body breaks the SDK
-                change = env.next_change_at()
+                change = env.next_change_at(reclaim_older_than_ms=reclaim)
                 if change is not None and not self.manual_clock:
                     wait = min(wait, max((change - now).total_seconds(), 0.001))
                 waiter: asyncio.Future[None] = loop.create_future()
@@ -589,6 +590,9 @@ class MockServer:
         with self.lock:
             env, now = self._touch(environment_id, create=False)
             work = env.stop(work_id, now, force=force)
+        if self.profile.stop_response is StopResponse.NO_CONTENT:
+            self.harness.note_unshown_item(work)  # the journal still records what it did
+            return Response(status_code=204)  # what the deployed API answers (divergences.md)
         return JSONResponse(work.to_json())
 
     async def _item(self, request: Request) -> Response:

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import uvicorn
 
 from workstate._errors import InvalidInputError
-from workstate._profile import PROFILES
+from workstate._profile import PROFILES, load_profile
 from workstate._time import ManualClock, SystemClock, parse_time
 from workstate.server._app import MockServer, base_url, bind
 from workstate.server._limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(PROFILES),
         default="anthropic",
         help="behaviour where providers differ [anthropic]",
+    )
+    parser.add_argument(
+        "--profile-file",
+        metavar="P.toml",
+        default=None,
+        help="a custom profile: a TOML table of Profile fields over --profile (or its 'base')",
     )
     parser.add_argument(
         "--api-key",
@@ -209,6 +215,12 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--start needs --clock manual")
     else:
         clock = SystemClock()
+    profile = PROFILES[args.profile]
+    if args.profile_file is not None:
+        try:  # built with attrs.evolve over the base, so the TTL overrides compose with it
+            profile = load_profile(args.profile_file, base=profile)
+        except InvalidInputError as exc:
+            parser.error(f"--profile-file: {exc.message} (key {exc.key})")
     overrides = {
         field: getattr(args, flag[2:].replace("-", "_"))
         for flag, field in _TTL_FLAGS.items()
@@ -216,7 +228,7 @@ def main(argv: Sequence[str]) -> int:
     }
     try:
         server = MockServer(
-            profile=PROFILES[args.profile],
+            profile=profile,
             clock=clock,
             api_key=args.api_key,
             profile_overrides=overrides,
@@ -266,7 +278,7 @@ def main(argv: Sequence[str]) -> int:
         key += f", state in {args.state}"
     print(
         f"workstate mock server listening on {url} "
-        f"(profile {args.profile}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
+        f"(profile {p.name}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
         f"in {p.min_ttl_seconds}-{p.max_ttl_seconds} s)\n"
         f"  SDK: anthropic.Anthropic(base_url={url!r}, api_key=...)\n"
         f"  queue an item: curl -X POST {url}/mock/environments/env_demo/work",

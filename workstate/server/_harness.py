@@ -79,6 +79,7 @@ class _Call:
     server_time: str | None = None
     core_seq: int | None = None
     before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None  # the item, when the answer carries none (a 204 stop)
 
 
 _CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
@@ -222,6 +223,13 @@ class Harness:
         work_id = call.work_id
         if work_id is not None and work_id in env:
             call.before = env.get(work_id, now).to_json()
+
+    def note_unshown_item(self, work: Work) -> None:
+        """Called by the server when it answers a call on ``work`` with no body (a 204 stop):
+        the journal keeps the item the answer stood for."""
+        call = _CALL.get()
+        if call is not None:
+            call.after = work.to_json()
 
     def new_request_id(self) -> str:
         """A request id from the server's seeded generator."""
@@ -424,6 +432,8 @@ class HarnessMiddleware:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status in (204, 304):  # no body follows: the headers are the whole answer
+                    finish(not withhold)
             elif message["type"] == "http.response.body":
                 if keep and len(answer) < _BODY_CAP:
                     answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
@@ -500,7 +510,8 @@ class HarnessMiddleware:
     ) -> None:
         operation, environment_id, work_id = facts
         response = decode_body(answer) if status is not None else None
-        applied, move, error = _outcome(operation, call.before, status, response)
+        item = call.after if status == 204 else None
+        applied, move, error = _outcome(operation, call.before, status, response, item)
         if work_id is None and operation in ("poll", "create") and isinstance(response, dict):
             found = response.get("id")
             work_id = found if isinstance(found, str) else None
@@ -534,6 +545,7 @@ class HarnessMiddleware:
             error=error if sent else None,
             core_seq=call.core_seq,
             withheld=withheld,
+            item=item,
         )
         self.harness._record(epoch, entry)
 

@@ -23,7 +23,9 @@ request was refused),
 and two more: ``core_seq`` (the order in which the core served the calls, under its lock: the
 order the changes happened in, which concurrent requests need not share with ``seq``) and
 ``withheld`` (the answer the server computed but never sent, for a ``drop: after`` fault:
-``{"status", "response"}``, else null).
+``{"status", "response"}``, else null), and ``item``: the item a call left when its answer
+carries none (a stop answered 204 under a profile with ``stop_response = "no_content"``),
+else null, so the journal and the trace checker still see what the stop did.
 
 What a call did is read from what the server answered, compared with the item as it stood
 when the core took the call (:func:`outcome`): an answer equal to that record changed nothing
@@ -156,15 +158,21 @@ def outcome(
     before: Mapping[str, Any] | None,
     status: int | None,
     response: object,
+    item: Mapping[str, Any] | None = None,
 ) -> tuple[bool, dict[str, Any] | None, dict[str, Any] | None]:
     """``(applied, move, error)`` of a call, from the item's JSON when the core took the call
-    (``before``, None when the path named no existing item) and the answer.
+    (``before``, None when the path named no existing item) and the answer (or ``item``, the
+    record a bodiless 204 answer stood for).
 
     >>> outcome("ack", {"state": "queued"}, 200, {"state": "starting"})
     (True, {'from': 'queued', 'to': 'starting'}, None)
     >>> outcome("ack", {"state": "starting"}, 200, {"state": "starting"})
     (False, None, None)
+    >>> outcome("stop", {"state": "active"}, 204, None, {"state": "stopping"})
+    (True, {'from': 'active', 'to': 'stopping'}, None)
     """
+    if status == 204 and item is not None:
+        status, response = 200, item  # what the empty answer stood for
     error = _error_of(status, response)
     if status != 200 or not isinstance(response, Mapping):
         return False, None, error
@@ -209,6 +217,7 @@ class JournalEntry:
     error: Mapping[str, Any] | None
     core_seq: int | None = None
     withheld: Mapping[str, Any] | None = None
+    item: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry as ``GET /mock/journal`` and ``serve --journal`` write it."""
@@ -235,6 +244,7 @@ class JournalEntry:
             "error": None if self.error is None else dict(self.error),
             "core_seq": self.core_seq,
             "withheld": None if self.withheld is None else dict(self.withheld),
+            "item": None if self.item is None else dict(self.item),
         }
 
 

@@ -38,7 +38,7 @@ from hypothesis.strategies import SearchStrategy
 from workstate._environment import Environment
 from workstate._errors import WorkstateError
 from workstate._history import History, HistoryCall, outcome_for_status
-from workstate._profile import PROFILES, Profile
+from workstate._profile import PROFILES, Profile, StopResponse
 from workstate._time import UTC
 from workstate._work import NO_HEARTBEAT
 from workstate.testing._recorder import HistoryRecorder
@@ -89,7 +89,8 @@ def _run(
             desired_ttl_seconds=inputs.get("desired_ttl_seconds"),
         ).to_json()
     if op == "stop":
-        return env.stop(work_id, now, force=inputs.get("force", False)).to_json()
+        stopped = env.stop(work_id, now, force=inputs.get("force", False))
+        return None if env.profile.stop_response is StopResponse.NO_CONTENT else stopped.to_json()
     if op == "get":
         return env.get(work_id, now).to_json()
     return env.update_metadata(work_id, now, inputs.get("metadata", {})).to_json()

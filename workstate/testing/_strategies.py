@@ -38,7 +38,7 @@ from workstate._engine import allowed_operations, lookup
 from workstate._errors import WorkstateError
 from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile
 from workstate._records import WORK_DATA_TYPES, HeartbeatResult, WorkData
-from workstate._table import Operation, State
+from workstate._table import Move, Operation, State
 from workstate._time import UTC, format_time, parse_time, truncate
 from workstate._trace import heartbeat_record
 from workstate._wire import WORK_KEYS
@@ -442,13 +442,24 @@ def calls(work: Work, *, legal: bool | None = None) -> SearchStrategy[Call]:
 
 
 # ------------------------------------------------------------------------------ items
+def _walkable(profile: Profile) -> list[tuple[tuple[State, Operation], Move]]:
+    """The table's rows a walk can take: all of them, except an expiry from ``starting``
+    under a profile whose ack starts no lease (nothing there can lapse)."""
+    no_ack_lease = profile.ack_lease_seconds() is None
+    return [
+        (pair, move)
+        for pair, move in lookup(profile).items()
+        if not (no_ack_lease and pair == (State.STARTING, Operation.EXPIRE))
+    ]
+
+
 @functools.cache
 def _reachable(profile: Profile, start: State) -> frozenset[State]:
     seen, todo = {start}, [start]
-    table = lookup(profile)
+    table = _walkable(profile)
     while todo:
         state = todo.pop()
-        for (source, _op), move in table.items():
+        for (source, _op), move in table:
             if source is state and move.target not in seen:
                 seen.add(move.target)
                 todo.append(move.target)
@@ -464,7 +475,7 @@ def _dead_ends(profile: Profile, goals: frozenset[State]) -> frozenset[State]:
 @functools.cache
 def _path(profile: Profile, start: State, goals: frozenset[State]) -> tuple[Operation, ...]:
     """The shortest sequence of operations leading from ``start`` into ``goals``."""
-    table = lookup(profile)
+    table = _walkable(profile)
     parents: dict[State, tuple[State, Operation] | None] = {start: None}
     todo = deque([start])
     while todo:
@@ -475,7 +486,7 @@ def _path(profile: Profile, start: State, goals: frozenset[State]) -> tuple[Oper
                 state, op = parent
                 ops.append(op)
             return tuple(ops[::-1])
-        for (source, op), move in table.items():
+        for (source, op), move in table:
             if source is state and move.target not in parents:
                 parents[move.target] = (state, op)
                 todo.append(move.target)
