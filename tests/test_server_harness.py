@@ -470,6 +470,29 @@ def test_the_journal_checks_clean_with_the_trace_checker(
     assert "explained" in out
 
 
+def test_check_takes_the_ttl_overrides_the_server_was_started_with(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = MockServer(clock=ManualClock(T0), seed=3, profile_overrides={"default_ttl_seconds": 2})
+    with serve_in_thread(short) as base, httpx2.Client(base_url=base, timeout=10) as client:
+        work_id, _ = claim(client)
+        entries = journal(client)
+    assert [e["response"]["ttl_seconds"] for e in entries if e["operation"] == "heartbeat"] == [2]
+    path = tmp_path / "journal.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    # Checked against the shipped profile, a 2 s lease is outside its 10-600 s range...
+    assert workstate_main(["check", "--complete", str(path)]) == 1
+    assert "ttl_seconds 2 is outside the profile's range" in capsys.readouterr().out
+    # ...and with the flags serve took, the journal is explained.
+    assert workstate_main(["check", "--complete", "--default-ttl", "2", str(path)]) == 0
+    assert "explained" in capsys.readouterr().out
+    # A range the overrides contradict is a usage error naming the flags, as serve's is.
+    assert workstate_main(["check", "--default-ttl", "2", "--min-ttl", "5", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--default-ttl 2, --min-ttl 5:" in err
+    assert "min_ttl_seconds" in err
+
+
 def test_a_stop_answered_204_keeps_the_item_it_left_in_the_journal(http: httpx2.Client) -> None:
     work_id, _ = claim(http)
     r = http.post(f"{W}/{work_id}/stop")

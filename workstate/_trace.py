@@ -62,7 +62,8 @@ import attrs
 from workstate._engine import lookup
 from workstate._errors import InvalidInputError
 from workstate._invariants import invariant_violations
-from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile, load_profile
+from workstate._profile import ANTHROPIC, Precision, Profile
+from workstate._profile_cli import ProfileOptionError, add_profile_options, profile_from_options
 from workstate._records import HeartbeatResult
 from workstate._table import LEASE_STATES, LeaseEffect, Move, Operation, Stamp, State
 from workstate._time import format_time, parse_time, truncate
@@ -1155,18 +1156,7 @@ def main(argv: Sequence[str]) -> int:
         "the mock server (serve --journal FILE).",
     )
     parser.add_argument("file", metavar="FILE", help="the trace, JSON Lines; - for stdin")
-    parser.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        default=ANTHROPIC.name,
-        help="the provider behaviour to check against (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--profile-file",
-        metavar="P.toml",
-        default=None,
-        help="a custom profile: a TOML table of Profile fields over --profile (or its 'base')",
-    )
+    add_profile_options(parser)  # the same as serve's, so a journal is checked as it was served
     parser.add_argument(
         "--complete",
         action="store_true",
@@ -1178,13 +1168,11 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # --help or a usage error: argparse has printed it
         return exc.code if isinstance(exc.code, int) else 2
     name = "<stdin>" if args.file == "-" else args.file
-    profile = PROFILES[args.profile]
-    if args.profile_file is not None:
-        try:
-            profile = load_profile(args.profile_file, base=profile)
-        except InvalidInputError as exc:
-            print(f"--profile-file: {exc.message} (key {exc.key})", file=sys.stderr)
-            return 2
+    try:
+        profile = profile_from_options(args)
+    except ProfileOptionError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     checker = TraceChecker(profile=profile, complete=args.complete)
     lines: list[int] = []
     try:

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import uvicorn
 
 from workstate._errors import InvalidInputError
-from workstate._profile import PROFILES, load_profile
+from workstate._profile_cli import ProfileOptionError, add_profile_options, profile_from_options
 from workstate._time import ManualClock, SystemClock, parse_time
 from workstate.server._app import MockServer, base_url, bind
 from workstate.server._limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
@@ -31,11 +31,6 @@ from workstate.server._store import StateFileError
 __all__ = ["main"]
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-_TTL_FLAGS = {
-    "--default-ttl": "default_ttl_seconds",
-    "--min-ttl": "min_ttl_seconds",
-    "--max-ttl": "max_ttl_seconds",
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,18 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     parser.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one [8765]")
-    parser.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        default="anthropic",
-        help="behaviour where providers differ [anthropic]",
-    )
-    parser.add_argument(
-        "--profile-file",
-        metavar="P.toml",
-        default=None,
-        help="a custom profile: a TOML table of Profile fields over --profile (or its 'base')",
-    )
+    add_profile_options(parser)
     parser.add_argument(
         "--api-key",
         default=None,
@@ -120,17 +104,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="drop stopped items stopped more than S seconds ago [no age limit]",
     )
-    for flag, field in _TTL_FLAGS.items():
-        parser.add_argument(
-            flag,
-            type=int,
-            default=None,
-            metavar="SECONDS",
-            help=f"override the profile's {field} (--default-ttl alone widens the range to "
-            "include it) [the profile's]"
-            if flag == "--default-ttl"
-            else f"override the profile's {field} [the profile's]",
-        )
     parser.add_argument(
         "--seed",
         type=int,
@@ -215,23 +188,15 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--start needs --clock manual")
     else:
         clock = SystemClock()
-    profile = PROFILES[args.profile]
-    if args.profile_file is not None:
-        try:  # built with attrs.evolve over the base, so the TTL overrides compose with it
-            profile = load_profile(args.profile_file, base=profile)
-        except InvalidInputError as exc:
-            parser.error(f"--profile-file: {exc.message} (key {exc.key})")
-    overrides = {
-        field: getattr(args, flag[2:].replace("-", "_"))
-        for flag, field in _TTL_FLAGS.items()
-        if getattr(args, flag[2:].replace("-", "_")) is not None
-    }
+    try:
+        profile = profile_from_options(args)
+    except ProfileOptionError as exc:
+        parser.error(str(exc))
     try:
         server = MockServer(
             profile=profile,
             clock=clock,
             api_key=args.api_key,
-            profile_overrides=overrides,
             seed=args.seed,
             state=args.state,
             state_sync=args.state_sync,
