@@ -475,7 +475,7 @@ def test_check_takes_the_ttl_overrides_the_server_was_started_with(
 ) -> None:
     short = MockServer(clock=ManualClock(T0), seed=3, profile_overrides={"default_ttl_seconds": 2})
     with serve_in_thread(short) as base, httpx2.Client(base_url=base, timeout=10) as client:
-        work_id, _ = claim(client)
+        claim(client)
         entries = journal(client)
     assert [e["response"]["ttl_seconds"] for e in entries if e["operation"] == "heartbeat"] == [2]
     path = tmp_path / "journal.jsonl"
