@@ -470,7 +470,7 @@ def test_the_journal_checks_clean_with_the_trace_checker(
     assert "explained" in out
 
 
-def test_check_takes_the_ttl_overrides_the_server_was_started_with(
+def test_check_and_check_history_take_the_ttl_overrides_the_server_was_started_with(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     short = MockServer(clock=ManualClock(T0), seed=3, profile_overrides={"default_ttl_seconds": 2})
@@ -491,6 +491,16 @@ def test_check_takes_the_ttl_overrides_the_server_was_started_with(
     err = capsys.readouterr().err
     assert "--default-ttl 2, --min-ttl 5:" in err
     assert "min_ttl_seconds" in err
+    # check --history reads the journal itself, under the same options.
+    assert workstate_main(["check", "--history", str(path)]) == 1
+    assert "illegal" in capsys.readouterr().out
+    assert workstate_main(["check", "--history", str(path), "--default-ttl", "2"]) == 0
+    assert ": ok" in capsys.readouterr().out
+    assert workstate_main(["check", "--history", str(path), "--profile", "qoder"]) == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text("colour = 1\n")
+    assert workstate_main(["check", "--history", str(path), "--profile-file", str(bad)]) == 2
+    assert "--profile-file: unknown profile key 'colour'" in capsys.readouterr().err
 
 
 def test_a_stop_answered_204_keeps_the_item_it_left_in_the_journal(http: httpx2.Client) -> None:

@@ -8,14 +8,21 @@ The only part of the history checker that does I/O: it reads the file, reads the
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import time
 from collections.abc import Sequence
 
-from workstate._history import HistoryFormatError, read_history
+from workstate._history import History, HistoryFormatError, history_from_journal, read_history
 from workstate._linearize import check_history
-from workstate._profile import PROFILES
+from workstate._profile import PROFILES, Profile
+from workstate._profile_cli import (
+    TTL_FLAGS,
+    ProfileOptionError,
+    add_profile_options,
+    profile_from_options,
+)
 from workstate._timeline import render_timeline
 
 __all__ = ["main"]
@@ -29,13 +36,14 @@ def main(argv: Sequence[str]) -> int:
         "real time, explains every answer under the model (JSON Lines, see "
         "docs/testing-guide.md).",
     )
-    parser.add_argument("--history", metavar="FILE", required=True, help="- for stdin")
     parser.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        default=None,
-        help="the provider behaviour to check against (default: the history's, else anthropic)",
+        "--history",
+        metavar="FILE",
+        required=True,
+        help="a history, or a mock server's request journal (serve --journal); - for stdin",
     )
+    add_profile_options(parser)
+    parser.set_defaults(profile=None)  # none given: the history's own, else anthropic
     parser.add_argument(
         "--timeout", type=float, default=None, metavar="S", help="give up after S seconds"
     )
@@ -47,13 +55,17 @@ def main(argv: Sequence[str]) -> int:
     name = "<stdin>" if args.history == "-" else args.history
     try:
         if args.history == "-":
-            history = read_history(sys.stdin)
+            history = _read(sys.stdin.read())
         else:
-            history = read_history(pathlib.Path(args.history).read_text(encoding="utf-8"))
+            history = _read(pathlib.Path(args.history).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, HistoryFormatError) as exc:
         print(f"workstate check: {name}: cannot read: {exc}", file=sys.stderr)
         return 2
-    profile = None if args.profile is None else PROFILES[args.profile]
+    try:
+        profile = _profile(args, history)
+    except ProfileOptionError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     report = check_history(history, profile=profile, timeout=args.timeout, clock=time.monotonic)
     print(report.format(source=name))
     if args.html is not None:
@@ -63,3 +75,27 @@ def main(argv: Sequence[str]) -> int:
             print(f"workstate check: cannot write {args.html}: {exc}", file=sys.stderr)
             return 2
     return report.exit_status
+
+
+def _read(text: str) -> History:
+    """A history file, or a request journal (its first line has ``seq`` and ``operation``)."""
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), None)
+    try:
+        head = None if first is None else json.loads(first)
+    except ValueError:
+        head = None  # read_history names the line and the JSON error
+    if isinstance(head, dict) and "seq" in head and "operation" in head:
+        return history_from_journal(line for line in lines if line.strip())
+    return read_history(lines)
+
+
+def _profile(args: argparse.Namespace, history: History) -> Profile | None:
+    """The profile the options name over the history's own; None when no option was given."""
+    flags = [args.profile_file, *(getattr(args, f[2:].replace("-", "_")) for f in TTL_FLAGS)]
+    if args.profile is None and all(value is None for value in flags):
+        return None
+    if args.profile is None:
+        known = history.profile in PROFILES
+        args.profile = history.profile if known else "anthropic"
+    return profile_from_options(args)
