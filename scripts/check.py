@@ -3,8 +3,9 @@
 Usage: python scripts/check.py [extra pytest args]   (run with the project's virtual environment)
 Exits non-zero on the first failing step.
 
-The last step runs the official worker's end-to-end tests (and the strict shape tests) against
-the newest ``anthropic`` release as well as the pinned one, in ``.venv-sdk-latest``: created on
+The last step runs the official worker's end-to-end tests, the strict shape tests and the SDK
+client's tests (both stop answers, every profile knob) against the newest ``anthropic`` release
+as well as the pinned one, in ``.venv-sdk-latest``: created on
 first use, reinstalled when :data:`LATEST_SDK` changes, reused otherwise.
 """
 
@@ -33,7 +34,13 @@ STEPS = [
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LATEST_SDK = "anthropic==2.15.0"
 LATEST_VENV = ROOT / ".venv-sdk-latest"
-LATEST_TESTS = ["tests/test_worker_e2e.py", "tests/test_sessions.py", "tests/test_session_api.py"]
+LATEST_TESTS = [  # what talks through the SDK's client and worker, and takes no version pin
+    "tests/test_worker_e2e.py",
+    "tests/test_sessions.py",
+    "tests/test_session_api.py",
+    "tests/test_server_sdk.py",
+    "tests/test_profile_knobs.py",
+]
 
 
 def latest_sdk() -> int:
