@@ -53,23 +53,16 @@ def full_state(server: Any) -> Any:
     with server.lock:
         envs = {}
         for env_id, env in server._environments.items():
-            slots = [
-                (s.work, s.seq, s.delivery, s.live, s.aged, s.in_fresh, s.in_queued)
-                for s in env._order
-            ]
+            slots = [(s.work, s.seq, s.delivery, s.delivery_key) for s in env._by_seq.values()]
             envs[env_id] = (
                 slots,
                 sorted(env._slots),
-                sorted(env._fresh),
-                sorted(env._queued),
-                list(env._log),
-                (env._log_head, env._log_aged, env._log_migrated, env._mark),
-                sorted(env._due),
-                sorted(env._leases),
-                env._depth,
-                env._pending,
-                env._delivered,
-                env._leased,
+                list(env._present.iter_from(0)),
+                list(env._fresh.iter_from(0)),
+                list(env._queued.iter_from(0)),
+                [key for block in env._deliveries._blocks for key in block],
+                [key for block in env._returning._blocks for key in block],
+                [key for block in env._ending._blocks for key in block],
                 list(env._polls),
                 dict(env._pollers),
                 env._named_poll_seen,

@@ -1024,20 +1024,20 @@ def test_listing_rejects_a_bad_cursor() -> None:
     rejects(small, T0, lambda e: e.list(T0, page=far), InvalidInputError, key="page")
 
 
-# ------------------------------------------------------------------ indexes stay small
-def test_stale_lease_entries_are_compacted() -> None:
+# ------------------------------------------------------------------ indexes stay exact
+def test_a_heartbeat_replaces_the_lease_key() -> None:
     env = env_with(1)
     token = _active(env)
     for i in range(1100):
         token = env.heartbeat(
             "work_0", at(3 + i / 1000), expected_last_heartbeat=token
         ).last_heartbeat
-    assert len(env._leases) < 1100
+    assert len(env._returning) == 1
     assert env.get("work_0", at(5)).state is State.ACTIVE
     assert [w.id for w in env.expire_due(at(200))] == ["work_0"]
 
 
-def test_stale_window_entries_are_compacted() -> None:
+def test_an_ack_ends_the_delivery_in_the_index() -> None:
     env = env_with(1100)
     for i in range(1100):
         w = env.poll(T0)
@@ -1046,13 +1046,13 @@ def test_stale_window_entries_are_compacted() -> None:
         env.ack(w.id, T0)
     env.create(T0, session_id="sesn_x", work_id="work_x")
     assert env.poll(T0) is not None
-    assert len(env._log) < 200  # rebuilt once 1024 stale entries had piled up
+    assert len(env._deliveries) == 1  # only work_x awaits its ack
     assert env.next_change_at() == at(5)  # work_x's delivery is the oldest live one
     assert stats(env, T0)[:2] == (0, 1)
     assert stats(env, at(5))[:2] == (1, 0)
 
 
-def test_stale_due_entries_are_compacted_and_a_long_stuck_delivery_keeps_its_place() -> None:
+def test_a_long_stuck_delivery_keeps_its_place() -> None:
     env = env_with(1)
     env.poll(T0)  # work_0 stuck: handed out, never acked
     for i in range(1100):
@@ -1060,7 +1060,7 @@ def test_stale_due_entries_are_compacted_and_a_long_stuck_delivery_keeps_its_pla
         got = env.poll(at(10), reclaim_older_than_ms=60_000)
         assert got is not None
         env.ack(got.id, at(10))
-    assert len(env._log) < 200
+    assert len(env._deliveries) == 1
     assert env.next_change_at() == at(5)
     got = env.poll(at(10))
     assert got is not None
@@ -1109,41 +1109,40 @@ def test_a_default_window_of_zero_makes_a_delivery_ready_at_once() -> None:
     assert again.id == "work_0"
 
 
-def test_a_migrated_delivery_that_was_acked_is_skipped() -> None:
+def test_an_acked_delivery_is_not_reclaimed() -> None:
     env = env_with(2)
     env.poll(T0)
     env.poll(T0)
     got = env.poll(at(5))  # both deliveries are due now; the oldest by creation goes
     assert got is not None
     assert got.id == "work_0"
-    env.ack("work_1", at(5))  # its entry in the due heap is stale now
+    env.ack("work_1", at(5))  # its delivery ended
     assert env.poll(at(5)) is None
 
 
-def test_the_due_heap_and_the_log_are_compacted_after_a_migration() -> None:
+def test_a_short_window_reclaims_the_oldest_of_many_deliveries() -> None:
     env = env_with(1100)
     for _ in range(1100):
         env.poll(T0, reclaim_older_than_ms=60_000)
-    got = env.poll(at(1), reclaim_older_than_ms=1)  # migrates all 1100 deliveries
+    got = env.poll(at(1), reclaim_older_than_ms=1)  # all 1100 deliveries are due for it
     assert got is not None
     assert got.id == "work_0"
     for i in range(1, 1100):
         env.ack(f"work_{i}", at(1))
-    assert env.poll(at(2), reclaim_older_than_ms=1) is not None  # work_0 again; due compacted
-    assert len(env._due) < 200
+    assert env.poll(at(2), reclaim_older_than_ms=1) is not None  # work_0 again
+    assert len(env._deliveries) == 1
     assert env.next_change_at() == at(7)  # work_0's delivery at 2 s (acks start no lease)
-    assert len(env._log) < 200
     assert stats(env, at(7))[:2] == (1, 0)
 
 
-def test_the_log_is_compacted_when_every_delivery_ended() -> None:
+def test_no_delivery_is_left_when_every_delivery_ended() -> None:
     env = env_with(1100)
     for _ in range(1100):
         env.poll(T0, reclaim_older_than_ms=60_000)
     for i in range(1100):
         env.ack(f"work_{i}", T0)
     assert env.next_change_at() is None
-    assert env._log == []
+    assert len(env._deliveries) == 0
 
 
 def test_a_fresh_id_skips_an_id_already_in_use() -> None:

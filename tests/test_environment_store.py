@@ -177,19 +177,19 @@ def test_memory_follows_the_items_held_not_the_items_ever_created() -> None:
         env.stop(item.id, at(i), force=True)
     env.stats(at(3000))
     assert len(env) == 10
-    sizes = [len(env._order), len(env._by_seq), len(env._fresh), len(env._queued)]
-    sizes += [len(env._log), len(env._due), len(env._leases), len(env._stopped)]
-    assert max(sizes) < 2100  # rebuilt past 1024 spare entries
+    sizes = [len(env._by_seq), len(env._present), len(env._fresh), len(env._queued)]
+    sizes += [len(env._deliveries), len(env._returning), len(env._ending), len(env._stopped)]
+    assert max(sizes) <= 10  # the indexes hold the items held, nothing stale
     assert ids(env, at(3000)) == [f"work_{i}" for i in range(2990, 3000)]
 
 
-def test_stale_fresh_and_queued_entries_are_compacted_without_stats_or_polls() -> None:
+def test_stopped_items_leave_the_fresh_and_queued_indexes() -> None:
     env = Environment("env_1", retain_stopped=0)
     for i in range(3000):
         env.create(T0, session_id=f"sesn_{i}", work_id=f"work_{i}")
-        env.stop(f"work_{i}", T0, force=True)  # ready, then stopped: entries go stale
-    assert len(env._fresh) < 1100
-    assert len(env._queued) < 1100
+        env.stop(f"work_{i}", T0, force=True)  # ready, then stopped: out of both
+    assert len(env._fresh) == 0
+    assert len(env._queued) == 0
     env.create(T0, session_id="sesn_x", work_id="work_x")
     assert env.stats(T0).oldest_queued_at == T0
     polled = env.poll(T0)

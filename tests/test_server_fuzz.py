@@ -288,7 +288,7 @@ def test_no_request_is_a_500_and_no_refusal_changes_anything(data: Any, start: d
             if status >= 400:
                 assert full_state(server) == before, (method, path, query, body)
             for env in server._environments.values():
-                for slot in env._order:
+                for slot in env._by_seq.values():
                     assert not invariant_violations(slot.work), slot.work
 
     asyncio.run(go())

@@ -233,7 +233,7 @@ def test_next_change_at_saturates_for_a_private_deadline_at_the_end_of_time() ->
     env.poll(T0)
     env.ack(item.id, T0)
     slot = env._slots[item.id]
-    env._leases = [(LATEST, slot.seq)]
+    env._returning.add((LATEST, slot.seq))  # (the ack started no lease: only this one)
     slot.work = slot.work.__class__(**{**_fields(slot.work), "lease_expires_at": LATEST})
     assert env.next_change_at() == LATEST
 

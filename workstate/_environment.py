@@ -9,12 +9,25 @@ which applies a row of the table of moves.  What the environment adds is *which*
 hands out, *when* a lease lapses and *when* an unacknowledged delivery may be handed out again.
 
 Time.  Every call takes ``now``; a ``now`` earlier than the latest one seen is rejected (400,
-key ``now``).  Each accepted call first lets time pass up to ``now``: every lease whose
-deadline has passed is expired (spec §5) and every redelivery window that has elapsed is
-closed.  An expiry is stamped at the first instant after the deadline (``deadline + 1 µs``),
-not at the time somebody happened to look, so the records never depend on how often, or by
-which call, the environment was consulted: an ``expire_due`` sweep every second and a lone
-``get`` an hour later produce the same history.
+key ``now``).  Every answer is the one an environment that expired every due lease (spec §5)
+before the call would give: an expiry is stamped at the first instant after the deadline
+(``deadline + 1 µs``), not at the time somebody happened to look, so the records never depend
+on how often, or by which call, the environment was consulted: an ``expire_due`` sweep every
+second and a lone ``get`` an hour later produce the same history.  That is what lets the
+expiries be applied *lazily and in slices* without ever showing a lapsed lease as live:
+
+* a call that names an item (``get``, ``ack``, ``heartbeat``, ``stop``, ``update_metadata``)
+  and each item on a ``list`` page first applies that item's own expiry if it is due;
+* ``stats`` counts the items whose lease lapsed as back in the queue (an index counts the
+  deadlines before ``now`` and finds the oldest-created of them), and a ``poll`` first applies
+  the expiry of the oldest-created lapsed item, the only one it could hand out;
+* ``expire_due(now, limit=N)`` applies at most ``N`` of the rest, by deadline, so an adapter can
+  spread a mass expiry over many short calls; every call also applies a few
+  (``_SLICE_PER_CALL``), so the backlog drains on its own;
+* a ``stopping`` item whose lease lapsed becomes ``stopped``, and the retention bound counts
+  stopped items in stopping order, so those expiries are applied by every call before
+  anything else (the one expiry that is not sliced: a mass expiry of ``stopping`` leases is
+  applied in one call).
 
 Redelivery.  A poll hands out the oldest ``queued`` item (by creation) among those it may
 take: every item nobody was handed yet (or that came back from an expired lease), and every
@@ -25,7 +38,7 @@ whose worker vanished goes out before younger fresh ones, and a young one waits 
 older backlog.  The window is the reclaiming poll's, not the delivering poll's, so
 ``poll(); advance 2 s; poll(reclaim_older_than_ms=2000)`` takes the item over.
 
-Each item is in exactly one of four classes, and two counters follow the first two:
+Each item is in exactly one of four classes:
 
 * *ready* — ``queued`` and deliverable to a poll with the default window: never handed out,
   or handed out at least ``default_reclaim_older_than_ms`` ago (``depth``);
@@ -34,35 +47,24 @@ Each item is in exactly one of four classes, and two counters follow the first t
 * *leased* — ``starting``, ``active`` or ``stopping``;
 * *stopped*.
 
-Indexes (all heaps use lazy deletion: an entry is checked against the item when it reaches the
-top, and skipped when it no longer describes the item):
+Indexes (``workstate._indexes``: exact, so no entry is ever stale and nothing is ever rebuilt;
+each call does a bounded amount of work on them):
 
-* ``_order``: the items by creation sequence number, append-only; a list cursor is a sequence
-  number.  While no item was ever dropped (see *Retention*) the number is the index and a page
-  is a slice; afterwards a page starts at a binary search.
-* ``_by_seq``: the items by sequence number, which is how every heap and log below names an
-  item (a sequence number missing from it is a dropped item: its entries are stale).
-* ``_fresh``: a heap of sequence numbers of the ``queued`` items nobody holds a delivery of,
-  so a poll hands out the oldest by creation even when an item comes back from an expired
-  lease long after younger items were queued.  An item has at most one entry (a flag on its
-  slot says so), and an entry whose item left and came back is valid again, at the same place,
-  because the key never changes.
-* ``_queued``: the same for every ``queued`` item (delivered or not): its top gives
-  ``oldest_queued_at`` (sequence order is ``created_at`` order, since time never goes back).
-* ``_log``: every delivery as (delivered at, default window end, sequence, delivery number),
-  in delivery order, which is time order, since time never goes back.  Each delivery of an
-  item gets a new number on its slot, so an entry is live while the item is still ``queued``
-  with that number.  Three positions walk it forward: the first entry that may be live
-  (stale entries before it are dropped), the first whose default window has not ended (the
-  ``pending`` counter moves to ``depth`` as it passes), and the first not yet *migrated*.
-* ``_due``: a heap by creation of the deliveries migrated out of ``_log``: every delivery made
-  at or before the *mark*, the latest ``now - reclaim_older_than_ms`` any poll has asked
-  about.  A poll whose own bound is at or past the mark first migrates up to it, and then
-  the top of ``_due`` is the oldest-created delivery it may reclaim.  A poll with a longer
-  window than the mark's (a bound before it) sets aside the top entries delivered after its
-  bound and pushes them back afterwards.
-* ``_leases``: a heap of (deadline, sequence); every ack and heartbeat pushes the new deadline
-  and the old entry goes stale.
+* ``_by_seq``: the items by creation sequence number, in that order (a dict keeps insertion
+  order, and a restore inserts by sequence), which is how every index below names an item;
+  ``_present``, the set of those numbers, walks a listing page from its cursor (a cursor is a
+  sequence number), skipping dropped items a word of 64 at a time.
+* ``_fresh``: the ``queued`` items nobody holds a delivery of (its smallest member is the
+  oldest by creation, even when an item comes back from an expired lease long after younger
+  items were queued), and ``_queued``: every ``queued`` item, for ``oldest_queued_at``
+  (sequence order is ``created_at`` order, since time never goes back).
+* ``_deliveries``: every delivery awaiting its ack as ``(delivered at, seq)``, sorted by time.
+  A poll with bound ``now - reclaim_older_than_ms`` asks for the smallest sequence number among
+  the keys at or before its bound; ``stats`` counts the keys at or before ``now`` minus the
+  default window (those are *ready* again, the rest *pending*).
+* ``_returning`` and ``_ending``: the leases of ``starting``/``active`` items (which go back to
+  the queue when they lapse) and of ``stopping`` ones (which stop), as ``(deadline, seq)``;
+  every ack and heartbeat replaces the item's key.
 * ``_polls``/``_pollers``: the named workers' latest polls, trimmed to the last 30 s.
 * ``_stopped``: under a retention bound, the stopped items in the order they stopped (which is
   ``stopped_at`` order).
@@ -72,10 +74,8 @@ first drops the oldest stopped items beyond the newest ``retain_stopped`` and th
 than ``retain_stopped_seconds`` ago; a dropped item is gone (``get`` is a 404, as for an id that
 never existed).  A call never sees more stopped items than the bound (the ones a call stops
 itself count from the next call on).  Only stopped items go, so no live lease, delivery or
-queue position is ever lost.  Dropping is O(1) per item: the item leaves ``_slots`` and
-``_by_seq`` at once, stale heap entries that still name it are skipped when they surface, and
-``_order`` marks it and is rebuilt when more than half of it is marks.  Without a bound (the
-default) every item is kept.
+queue position is ever lost.  Dropping is O(1) per item.  Without a bound (the default) every
+item is kept.
 
 Changes and restoring.  With ``track_changes=True`` the environment remembers which items a call
 changed, which it dropped, and whether its own bookkeeping (id counter, sequence, pollers)
@@ -83,17 +83,18 @@ moved; :meth:`Environment.take_changes` hands that over and forgets it, so a sto
 only what changed.  :meth:`Environment.restore` rebuilds an environment from such records
 (:meth:`Environment.state` and :meth:`Environment.item_states` give them all) and checks them
 first: a store may hand back anything.  An item's record says whether a delivery of it awaits
-its ack (``window_until``); a restore puts those deliveries back in ``_log`` by delivery time,
-so a reclaiming poll decides by its own window after a restart as before.
+its ack (``window_until``); a restore puts those deliveries back by delivery time, so a
+reclaiming poll decides by its own window after a restart as before.  A lease that lapsed but
+was not applied yet is written as it was (lease and all); the restored environment applies it
+with the same stamp, so the history is the same.
 
-Every call therefore costs O(log n) amortised (each heap entry is pushed by one earlier call
-and popped at most once; the structures that collect stale entries are rebuilt when more than
-half of them are stale, so memory follows the items held, not the items ever created), and
-``expire_due`` O(k log n) for k expired items.  Nothing scans all items.  The one exception
-is a mix of windows: a poll with a longer window than an earlier poll's also pays O(log n)
-for each unacknowledged delivery made between the two bounds that is older by creation than
-its answer (polls that agree on a window never pay it).  ``benchmarks/environment.py``
-measures it.
+Cost.  Every call costs O(log n) plus, for the index queries, O(n / 128 + 128) steps of C
+loops over short lists (see ``workstate._indexes``), and ``expire_due`` O(k log n) for the k
+expiries it applies, at most its ``limit``.  Nothing scans all items, nothing is rebuilt, and no
+call pays for the stale entries of earlier ones.  Three costs still grow with what a single call
+finds due: the ``stopping`` leases that lapsed together (above), the stopped items a retention
+bound drops together, and the pollers that left the 30 s window together.
+``benchmarks/environment.py`` measures the worst single call of each operation.
 
 Fresh ids.  Under a profile with ``fresh_id_on_redelivery``, a poll that hands an item out
 again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id from
@@ -118,13 +119,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import builtins
 import contextlib
 import datetime as _dt
 import functools
 import hashlib
-import heapq
 import itertools
 import math
 import operator
@@ -137,6 +136,7 @@ from typing import Any
 import attrs
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
+from workstate._indexes import SeqSet, SortedKeys
 from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
 from workstate._records import HeartbeatResult, WorkData, check_id, check_text, is_int
@@ -158,7 +158,8 @@ _QUEUED, _STOPPED = State.QUEUED, State.STOPPED
 _ONE_MICROSECOND = _dt.timedelta(microseconds=1)
 _POLL_WINDOW = _dt.timedelta(seconds=30)
 _MAX_PAGE = 1000
-_COMPACT_SLACK = 1024  # a stale-heavy heap is rebuilt only past this many spare entries
+# Lapsed leases every call applies besides its own work, so that a backlog drains by itself.
+_SLICE_PER_CALL = 4
 _B62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Each byte of a digest becomes one base-62 digit (byte % 62): a table lookup in C.  The slight
 # bias towards the first eight digits does not matter for ids that need only look random.
@@ -167,6 +168,7 @@ _ID_DIGITS = 24
 _CURSOR = struct.Struct(">QI")  # creation sequence number, CRC-32 of the environment id
 _SEQ = operator.attrgetter("seq")
 _NO_LIMIT = 2**63
+_DEADLINE_ORDER = operator.itemgetter(0, 1)
 
 
 @attrs.frozen(kw_only=True)
@@ -270,21 +272,16 @@ class _Tracker:
 class _Slot:
     """One item's place in the environment: its current record and its index bookkeeping."""
 
-    __slots__ = ("aged", "delivery", "dropped", "in_fresh", "in_queued", "live", "seq", "work")
+    __slots__ = ("delivery", "delivery_key", "seq", "work")
 
     def __init__(self, work: Work, seq: int) -> None:
         self.work = work
         self.seq = seq
-        # The number of the item's latest delivery; ``live`` while that delivery awaits its ack
-        # (the item is queued and handed out), and then ``aged`` once the default window passed.
+        # How many times the item was handed out (a fresh id needs to know it was before).
         self.delivery = 0
-        self.live = False
-        self.aged = False
-        # Whether ``_fresh`` / ``_queued`` hold an entry for this item (valid or stale).
-        self.in_fresh = False
-        self.in_queued = False
-        # Dropped by the retention bound: ``_order`` still holds the slot until it is rebuilt.
-        self.dropped = False
+        # While a delivery awaits its ack (the item is queued and handed out): its key in
+        # ``_deliveries``, ``(delivered at, seq)``; None otherwise.
+        self.delivery_key: tuple[_dt.datetime, int] | None = None
 
 
 def check_retention(count: object, seconds: object) -> tuple[int, _dt.timedelta | None]:
@@ -413,30 +410,21 @@ class Environment:
         self._cursor_check = zlib.crc32(environment_id.encode())
         self._now: _dt.datetime | None = None
         self._slots: dict[str, _Slot] = {}
-        self._order: list[_Slot] = []
         self._by_seq: dict[int, _Slot] = {}
+        self._present = SeqSet()
         self._next_seq = 0
-        self._holes = 0  # dropped slots still in ``_order``
         # Stopped items in stopping order, kept only under a bound (nothing to drop otherwise).
         bounded = retain_stopped is not None or self._retain_age is not None
         self._stopped: deque[_Slot] | None = deque() if bounded else None
         # What changed, for take_changes (None: not tracked).  Few attributes on purpose: past
         # 30, CPython stops sharing instance dict keys, and every attribute read gets slower.
         self._track = _Tracker() if track_changes else None
-        self._fresh: list[int] = []
-        self._queued: list[int] = []
-        self._log: list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
-        self._log_head = 0  # entries before it are stale and dropped
-        self._log_aged = 0  # entries before it are past the default window
-        self._log_migrated = 0  # entries before it are in ``_due`` (or were stale)
-        self._mark: _dt.datetime | None = None  # every delivery at or before it is migrated
-        self._due: list[tuple[int, int, _dt.datetime]] = []
+        self._fresh = SeqSet()
+        self._queued = SeqSet()
+        self._deliveries = SortedKeys()
         self._default_window = _dt.timedelta(milliseconds=profile.default_reclaim_older_than_ms)
-        self._leases: list[tuple[_dt.datetime, int]] = []
-        self._depth = 0
-        self._pending = 0
-        self._delivered = 0
-        self._leased = 0
+        self._returning = SortedKeys()
+        self._ending = SortedKeys()
         self._polls: deque[tuple[_dt.datetime, str]] = deque()
         self._pollers: dict[str, _dt.datetime] = {}
         self._named_poll_seen = False
@@ -451,9 +439,11 @@ class Environment:
         return type(work_id) is str and work_id in self._slots
 
     def __repr__(self) -> str:
+        now = self._now
+        depth, pending = (0, 0) if now is None else self._counts(now)
         return (
             f"<Environment {self.environment_id} profile={self.profile.name} "
-            f"items={len(self._slots)} depth={self._depth} pending={self._pending}>"
+            f"items={len(self._slots)} depth={depth} pending={pending}>"
         )
 
     @property
@@ -509,14 +499,14 @@ class Environment:
         seq = self._next_seq
         self._next_seq = seq + 1
         slot = _Slot(work, seq)
-        self._order.append(slot)
+        self._present.add(seq)
         self._slots[work_id] = slot
         self._by_seq[seq] = slot
         track = self._track
         if track is not None:
             track.items[seq] = slot
             track.state = True
-        self._enter(slot, None)
+        self._enter(slot)
         return work
 
     def poll(
@@ -572,6 +562,13 @@ class Environment:
             bound: _dt.datetime | None = now - _dt.timedelta(milliseconds=reclaim)
         except OverflowError:  # a window reaching before year 1: no delivery is that old
             bound = None
+        returning = self._returning
+        if returning and returning.first()[0] < now:
+            # Leases lapsed and not applied yet: of those items, only the oldest by creation
+            # could be the answer (they all rejoin the queue at their place by creation).
+            oldest = returning.min_seq_below((now, -1))
+            assert oldest is not None  # (the first key is below the bound)
+            self._expire(self._by_seq[oldest])
         slot = self._take(bound)
         if slot is None:
             return None
@@ -579,12 +576,19 @@ class Environment:
         if self.profile.fresh_id_on_redelivery and (work.attempt or slot.delivery):
             work = self._rekey(slot)
         work = work.deliver(now, worker_id=worker_id)
-        self._leave(slot)
+        seq = slot.seq
+        key = slot.delivery_key
+        if key is not None:  # taken over: that delivery ends (the item stays queued)
+            self._deliveries.remove(key)
+        else:
+            self._fresh.discard(seq)
         slot.work = work
+        slot.delivery += 1
+        slot.delivery_key = key = (now, seq)
+        self._deliveries.add(key)
         track = self._track
         if track is not None:
-            track.items[slot.seq] = slot
-        self._deliver(slot, now)
+            track.items[seq] = slot
         return work
 
     def ack(self, work_id: str, now: _dt.datetime, *, worker_id: str | None = None) -> Work:
@@ -595,7 +599,7 @@ class Environment:
         """
         worker_id = _check_worker_id(worker_id)
         now = self._begin(now)
-        slot = self._slot(work_id)
+        slot = self._slot(work_id, now)
         self._replace(slot, slot.work.ack(_item_time(slot, now), worker_id=worker_id))
         return slot.work
 
@@ -613,7 +617,7 @@ class Environment:
         ``current_state`` in the ``anthropic`` profile when it carries a timestamp token).
         """
         now = self._begin(now)
-        slot = self._slot(work_id)
+        slot = self._slot(work_id, now)
         work, result = slot.work.heartbeat(
             _item_time(slot, now),
             expected_last_heartbeat=expected_last_heartbeat,
@@ -625,7 +629,7 @@ class Environment:
     def stop(self, work_id: str, now: _dt.datetime, *, force: bool = False) -> Work:
         """Stop the item, gracefully (``force=False``: the worker drains) or at once."""
         now = self._begin(now)
-        slot = self._slot(work_id)
+        slot = self._slot(work_id, now)
         self._replace(slot, slot.work.stop(_item_time(slot, now), force=force))
         return slot.work
 
@@ -634,7 +638,7 @@ class Environment:
     ) -> Work:
         """Merge ``patch`` into the item's metadata (``None`` deletes a key); state unchanged."""
         now = self._begin(now)
-        slot = self._slot(work_id)
+        slot = self._slot(work_id, now)
         # The table's metadata rows keep the state and the lease: no index changes.
         work = slot.work.update_metadata(_item_time(slot, now), patch)
         if work is not slot.work:
@@ -645,8 +649,8 @@ class Environment:
 
     def get(self, work_id: str, now: _dt.datetime) -> Work:
         """The item's current record (its lease expired first if it was due)."""
-        self._begin(now)
-        return self._slot(work_id).work
+        now = self._begin(now)
+        return self._slot(work_id, now).work
 
     def list(self, now: _dt.datetime, *, limit: int = 20, page: str | None = None) -> WorkPage:
         """One page of items, oldest (by creation) first.
@@ -663,66 +667,85 @@ class Environment:
                 got=limit,
             )
         start = 0 if page is None else self._decode_cursor(page) + 1
-        self._begin(now)
-        order = self._order
-        if not self._holes and len(order) == self._next_seq:  # nothing dropped: index is seq
-            end = start + limit
-            data = tuple(slot.work for slot in order[start:end])
-            next_page = self._encode_cursor(end - 1) if end < len(order) else None
-            return WorkPage(data=data, next_page=next_page)
-        # Items were dropped: find the page's start by sequence number and skip the marks
-        # (fewer than half of ``_order``, which is rebuilt beyond that).
-        i, n = bisect.bisect_left(order, start, key=_SEQ), len(order)
+        now = self._begin(now)
+        by_seq, settle = self._by_seq, self._settle
         found: builtins.list[Work] = []
+        more = False
         last = -1
-        while i < n and len(found) < limit:
-            slot = order[i]
-            i += 1
-            if not slot.dropped:
-                found.append(slot.work)
-                last = slot.seq
-        while i < n and order[i].dropped:
-            i += 1
-        return WorkPage(data=tuple(found), next_page=self._encode_cursor(last) if i < n else None)
+        # ``_present`` skips dropped items 64 at a time, so a page costs its own items, however
+        # many items were dropped before or among them.
+        for seq in self._present.iter_from(start):
+            if len(found) == limit:
+                more = True
+                break
+            slot = by_seq[seq]
+            settle(slot, now)
+            found.append(slot.work)
+            last = seq
+        next_page = self._encode_cursor(last) if more else None
+        return WorkPage(data=tuple(found), next_page=next_page)
 
     def stats(self, now: _dt.datetime) -> QueueStats:
-        """The queue's statistics at ``now`` (kept as counters: no scan of the items)."""
+        """The queue's statistics at ``now`` (from the indexes' counts: no scan of the items).
+
+        Items whose lease lapsed count as back in the queue, whether or not the expiry has been
+        applied yet.
+        """
         now = self._begin(now)
-        queued, by_seq = self._queued, self._by_seq
-        oldest = None
-        while queued:
-            slot = by_seq.get(queued[0])
-            if slot is not None and slot.work.state is _QUEUED:
-                oldest = slot.work.created_at
-                break
-            heapq.heappop(queued)
-            if slot is not None:
-                slot.in_queued = False
+        depth, pending = self._counts(now)
+        oldest = self._queued.min()
+        lapsed = self._returning.min_seq_below((now, -1))
+        if lapsed is not None and (oldest is None or lapsed < oldest):
+            oldest = lapsed
         self._trim_polls(now)
         return QueueStats(
-            depth=self._depth,
-            pending=self._pending,
-            oldest_queued_at=oldest,
+            depth=depth,
+            pending=pending,
+            oldest_queued_at=None if oldest is None else self._by_seq[oldest].work.created_at,
             workers_polling=len(self._pollers) if self._named_poll_seen else None,
             precision=self.profile.lifecycle_precision,
         )
 
-    def expire_due(self, now: _dt.datetime) -> builtins.list[Work]:
-        """Expire every lease whose deadline passed before ``now`` (spec §5).
+    def expire_due(self, now: _dt.datetime, *, limit: int | None = None) -> builtins.list[Work]:
+        """Apply the expiries of leases whose deadline passed before ``now`` (spec §5).
 
         ``starting``/``active`` items go back to the queue, deliverable at once at their place
         by creation; ``stopping`` items become ``stopped``.  Each expiry is stamped at the
-        first instant after its deadline.  Returns the new records, by deadline.  Every other
-        call applies due expiries first too, so items expired by an earlier call are not
-        returned again.
+        first instant after its deadline.  Returns the new records, by deadline.
+
+        ``limit`` (an integer >= 1; None: no bound) caps how many leases of ``starting`` or
+        ``active`` items this call applies, the earliest deadlines first, so that an adapter can
+        spread a mass expiry over many short calls (:meth:`expiries_due` says how many are
+        left).  ``stopping`` leases that lapsed are applied by every call, whatever the limit.
+        Applying expiries changes no answer: every call treats a lapsed lease as expired
+        whether or not it was applied (see the module's theory of operation); the records
+        returned are the ones no earlier call applied.
         """
+        if limit is not None and (not is_int(limit) or limit < 1):
+            raise InvalidInputError(
+                f"limit must be an integer >= 1 or None, got {excerpt(limit)}",
+                key="limit",
+                expected="an integer >= 1 (how many lapsed leases to apply), or None for all",
+                got=limit,
+            )
         now = ensure_utc(now)
         self._check_time(now)
         self._now = now
-        expired = self._advance(now, collect=True)
+        expired = self._expire_lapsed(now, _NO_LIMIT if limit is None else limit, collect=True)
         if self._stopped:
             self._retain(now)
         return expired
+
+    def expiries_due(self, now: _dt.datetime) -> int:
+        """How many leases lapsed before ``now`` and are not applied yet (changes nothing).
+
+        A server that applies expiries in slices (``expire_due(now, limit=N)``) calls it to
+        know whether another slice is due.
+        """
+        now = ensure_utc(now)
+        self._check_time(now)
+        bound = (now, -1)
+        return self._returning.count_below(bound) + self._ending.count_below(bound)
 
     def next_change_at(self, *, reclaim_older_than_ms: int | None = None) -> _dt.datetime | None:
         """The earliest time at which time alone changes something, or None.
@@ -736,21 +759,16 @@ class Environment:
         window = self.profile.default_reclaim_older_than_ms
         if is_int(reclaim_older_than_ms) and reclaim_older_than_ms >= 0:
             window = reclaim_older_than_ms
-        by_seq, leases = self._by_seq, self._leases
-        while leases:
-            slot = by_seq.get(leases[0][1])
-            if slot is not None and slot.work.lease_expires_at == leases[0][0]:
-                break
-            heapq.heappop(leases)
         times = []
-        oldest = self._oldest_delivery()
+        oldest = self._deliveries.first()
         if oldest is not None:
             with contextlib.suppress(OverflowError):  # past the year 9999: never by time
-                times.append(oldest + _dt.timedelta(milliseconds=window))
-        if leases:
-            # A lease expires at the first instant after its deadline.  The core refuses a
-            # deadline with no such instant (see workstate._time); saturate all the same.
-            times.append(saturating_add(leases[0][0], _ONE_MICROSECOND))
+                times.append(oldest[0] + _dt.timedelta(milliseconds=window))
+        for leases in (self._returning, self._ending):
+            if leases:
+                # A lease expires at the first instant after its deadline.  The core refuses a
+                # deadline with no such instant (see workstate._time); saturate all the same.
+                times.append(saturating_add(leases.first()[0], _ONE_MICROSECOND))
         return min(times) if times else None
 
     # ------------------------------------------------------------------ stores
@@ -792,8 +810,7 @@ class Environment:
         """Every item with its bookkeeping, by creation, as :meth:`restore` takes them."""
         return tuple(
             ItemState(work=slot.work, seq=slot.seq, window_until=self._window_until(slot))
-            for slot in self._order
-            if not slot.dropped
+            for slot in self._by_seq.values()
         )
 
     @classmethod
@@ -839,27 +856,22 @@ class Environment:
         env._named_poll_seen = state.named_poll_seen
         env._pollers = dict(sorted(state.pollers.items(), key=lambda pair: pair[1]))
         env._polls = deque((at, worker) for worker, at in env._pollers.items())
-        delivered = []
         for record in records:
-            slot = _Slot(record.work, record.seq)
-            env._order.append(slot)
+            seq = record.seq
+            slot = _Slot(record.work, seq)
+            env._present.add(seq)
             env._slots[record.work.id] = slot
-            env._by_seq[record.seq] = slot
-            env._enter(slot, None)
+            env._by_seq[seq] = slot
+            env._enter(slot)
             if record.window_until is not None:
-                delivered.append(slot)
-        # Deliveries awaiting their ack go back in the log in delivery order (time order); a
-        # default window that ended by ``now`` is applied by the next call, as it would have been.
-        delivered.sort(key=lambda s: (s.work.delivered_at, s.seq))
-        for slot in delivered:
-            at = slot.work.delivered_at
-            assert at is not None  # (checked: a window only on a delivered queued item)
-            env._leave(slot)  # (not yet a delivery: out of ``depth``)
-            slot.delivery += 1
-            slot.live = True
-            env._delivered += 1
-            env._pending += 1
-            env._log.append((at, saturating_add(at, env._default_window), slot.seq, slot.delivery))
+                # A delivery awaiting its ack goes back by its delivery time; a default window
+                # that ended by ``now`` counts as ended at once, as it would have.
+                at = record.work.delivered_at
+                assert at is not None  # (checked: a window only on a delivered queued item)
+                env._fresh.discard(seq)
+                slot.delivery = 1
+                slot.delivery_key = (at, seq)
+                env._deliveries.add(slot.delivery_key)
         # Stopped items were entered by creation; retention drops them in stopping order.
         if env._stopped is not None:
             env._stopped = deque(sorted(env._stopped, key=lambda s: (s.work.stopped_at, s.seq)))
@@ -1013,41 +1025,63 @@ class Environment:
             )
 
     def _begin(self, now: _dt.datetime) -> _dt.datetime:
-        """Check ``now`` and let time pass up to it."""
+        """Check ``now`` and let time pass up to it (a few lapsed leases, see *Time*)."""
         if type(now) is not _dt.datetime or now.tzinfo is not UTC:
             now = ensure_utc(now)
         self._check_time(now)
         self._now = now
-        leases, log, aged = self._leases, self._log, self._log_aged
-        if (leases and leases[0][0] < now) or (aged < len(log) and log[aged][1] <= now):
-            self._advance(now, collect=False)
+        returning, ending = self._returning, self._ending
+        if (returning and returning.first()[0] < now) or (ending and ending.first()[0] < now):
+            self._expire_lapsed(now, _SLICE_PER_CALL, collect=False)
         stopped = self._stopped
         if stopped and (len(stopped) > self._retain_count or self._retain_age is not None):
             self._retain(now)
         return now
 
-    def _advance(self, now: _dt.datetime, *, collect: bool) -> builtins.list[Work]:
-        by_seq, log = self._by_seq, self._log
-        aged, end = max(self._log_aged, self._log_head), len(log)
-        while aged < end and log[aged][1] <= now:
-            slot = by_seq.get(log[aged][2])
-            if slot is not None and slot.live and slot.delivery == log[aged][3] and not slot.aged:
-                # The default window ended: pending → ready (for a poll with that window).
-                slot.aged = True
-                self._pending -= 1
-                self._depth += 1
-            aged += 1
-        self._log_aged = aged
-        expired: builtins.list[Work] = []
-        leases = self._leases
-        while leases and leases[0][0] < now:
-            deadline, seq = heapq.heappop(leases)
-            slot = by_seq.get(seq)
-            if slot is not None and slot.work.lease_expires_at == deadline:
+    def _expire_lapsed(
+        self, now: _dt.datetime, limit: int, *, collect: bool
+    ) -> builtins.list[Work]:
+        """Apply every lapsed ``stopping`` lease and up to ``limit`` lapsed others, by deadline."""
+        by_seq = self._by_seq
+        found: builtins.list[tuple[_dt.datetime, int, Work]] = []
+        for leases, most in ((self._ending, _NO_LIMIT), (self._returning, limit)):
+            while most and leases:
+                deadline, seq = leases.first()
+                if deadline >= now:
+                    break
+                slot = by_seq[seq]
                 self._replace(slot, slot.work.expire(deadline + _ONE_MICROSECOND))
                 if collect:
-                    expired.append(slot.work)
-        return expired
+                    found.append((deadline, seq, slot.work))
+                most -= 1
+        found.sort(key=_DEADLINE_ORDER)
+        return [work for _, _, work in found]
+
+    def _expire(self, slot: _Slot) -> None:
+        """Apply the item's lapsed lease."""
+        deadline = slot.work.lease_expires_at
+        assert deadline is not None  # (called only for a lapsed lease)
+        self._replace(slot, slot.work.expire(deadline + _ONE_MICROSECOND))
+
+    def _settle(self, slot: _Slot, now: _dt.datetime) -> None:
+        """Apply the item's own expiry if its lease lapsed before ``now`` (see *Time*)."""
+        deadline = slot.work.lease_expires_at
+        if deadline is not None and deadline < now and slot.work.state is not _STOPPED:
+            self._expire(slot)
+
+    def _counts(self, now: _dt.datetime) -> tuple[int, int]:
+        """``depth`` and ``pending`` at ``now``: lapsed leases count as back in the queue."""
+        deliveries = self._deliveries
+        ready_again = 0
+        if deliveries:
+            try:
+                aged = now - self._default_window
+            except OverflowError:  # a window reaching before year 1: no delivery is that old
+                pass
+            else:
+                ready_again = deliveries.count_below((aged, _NO_LIMIT))
+        back = self._returning.count_below((now, -1)) if self._returning else 0
+        return len(self._fresh) + ready_again + back, len(deliveries) - ready_again
 
     def _retain(self, now: _dt.datetime) -> None:
         """Drop the stopped items beyond the retention bound (oldest stopped first)."""
@@ -1071,11 +1105,7 @@ class Environment:
         work_id = slot.work.id
         del self._slots[work_id]
         del self._by_seq[slot.seq]
-        slot.dropped = True
-        self._holes += 1
-        if self._holes > len(self._order) // 2 + _COMPACT_SLACK:
-            self._order = [s for s in self._order if not s.dropped]
-            self._holes = 0
+        self._present.discard(slot.seq)
         track = self._track
         if track is not None:
             track.items.pop(slot.seq, None)
@@ -1090,7 +1120,8 @@ class Environment:
                 del pollers[worker]
 
     # ------------------------------------------------------------------ indexes
-    def _slot(self, work_id: object) -> _Slot:
+    def _slot(self, work_id: object, now: _dt.datetime) -> _Slot:
+        """The item named ``work_id``, with its lapsed lease applied (400 or 404 if none)."""
         if type(work_id) is not str:
             raise InvalidInputError(
                 f"work_id must be a string, got {type(work_id).__name__}",
@@ -1104,211 +1135,78 @@ class Environment:
                 f"no work item {excerpt(work_id)} in environment {self.environment_id}",
                 work_id=work_id,
             )
+        self._settle(slot, now)
         return slot
 
     def _replace(self, slot: _Slot, work: Work) -> None:
         """Store the item's next record and move it between the classes and indexes."""
-        old = slot.work
-        if work is old:
+        if work is slot.work:
             return  # a safe retry or a no-change answer
         self._leave(slot)
         slot.work = work
         track = self._track
         if track is not None:
             track.items[slot.seq] = slot
-        self._enter(slot, old.lease_expires_at)
+        self._enter(slot)
 
     def _leave(self, slot: _Slot) -> None:
-        state = slot.work.state
-        if state is _QUEUED:
-            if not slot.live:
-                self._depth -= 1
-            else:
-                # The delivery ends (acked, stopped, or handed out again): its entries in
-                # ``_log`` and ``_due`` go stale, since the slot's delivery number moves on.
-                slot.live = False
-                slot.delivery += 1
-                self._delivered -= 1
-                if slot.aged:
-                    self._depth -= 1
-                else:
-                    self._pending -= 1
-        else:
-            # Leased: a stopped item never gets here, since each of its moves answers with the
-            # same record (which ``_replace`` skips) or only updates metadata (which does not
-            # go through ``_replace``).
-            self._leased -= 1
-
-    def _enter(self, slot: _Slot, old_deadline: _dt.datetime | None) -> None:
-        work = slot.work
+        """Take the item out of the indexes of its current class."""
+        work, seq = slot.work, slot.seq
         state = work.state
         if state is _QUEUED:
-            if not slot.in_queued:
-                slot.in_queued = True
-                heapq.heappush(self._queued, slot.seq)
-                if len(self._queued) > 2 * (self._depth + self._pending) + _COMPACT_SLACK:
-                    self._compact_queued()
-            self._depth += 1
-            if not slot.in_fresh:
-                slot.in_fresh = True
-                heapq.heappush(self._fresh, slot.seq)
-                if len(self._fresh) > 2 * self._depth + _COMPACT_SLACK:
-                    self._compact_fresh()
+            self._queued.discard(seq)
+            key = slot.delivery_key
+            if key is None:
+                self._fresh.discard(seq)
+            else:  # the delivery ends (acked, stopped)
+                slot.delivery_key = None
+                self._deliveries.remove(key)
+        elif state is not _STOPPED:
+            # Leased.  (A stopped item never gets here: each of its moves answers with the
+            # same record, which ``_replace`` skips, or only updates metadata, which does not
+            # go through ``_replace``.)
+            deadline = work.lease_expires_at
+            if deadline is not None:
+                leases = self._ending if state is State.STOPPING else self._returning
+                leases.remove((deadline, seq))
+
+    def _enter(self, slot: _Slot) -> None:
+        """Put the item into the indexes of its (new) class; it holds no delivery."""
+        work, seq = slot.work, slot.seq
+        state = work.state
+        if state is _QUEUED:
+            self._queued.add(seq)
+            self._fresh.add(seq)
         elif state is _STOPPED:
             stopped = self._stopped
             if stopped is not None:
                 stopped.append(slot)
         else:
-            self._leased += 1
             deadline = work.lease_expires_at
-            if deadline is not None and deadline != old_deadline:
-                heapq.heappush(self._leases, (deadline, slot.seq))
-                if len(self._leases) > 2 * self._leased + _COMPACT_SLACK:
-                    self._compact_leases()
-
-    def _deliver(self, slot: _Slot, now: _dt.datetime) -> None:
-        """Record the delivery the item's record now carries (it is queued and handed out)."""
-        slot.delivery += 1
-        slot.live = True
-        slot.aged = False
-        self._delivered += 1
-        self._pending += 1
-        # Past the year 9999 the default window never ends by time.
-        aged_at = saturating_add(now, self._default_window)
-        self._log.append((now, aged_at, slot.seq, slot.delivery))
-        if aged_at <= now:  # a default window of 0: ready again at once
-            self._advance(now, collect=False)
-        if len(self._log) - self._log_head > 2 * self._delivered + _COMPACT_SLACK:
-            self._compact_log()
-
-    def _live_delivery(self, seq: int, delivery: int) -> _Slot | None:
-        """The item whose delivery number ``delivery`` still awaits its ack, or None (the
-        delivery ended, or the item was dropped: a stale entry)."""
-        slot = self._by_seq.get(seq)
-        if slot is not None and slot.live and slot.delivery == delivery:
-            return slot
-        return None
+            if deadline is not None:
+                leases = self._ending if state is State.STOPPING else self._returning
+                leases.add((deadline, seq))
 
     def _take(self, bound: _dt.datetime | None) -> _Slot | None:
-        """The oldest-created item a poll may hand out, removed from its index, or None.
+        """The oldest-created item a poll may hand out, or None (it stays in its indexes).
 
         ``bound`` is ``now - reclaim_older_than_ms``: a delivery at or before it may be taken
         over (None: none may).
         """
-        by_seq = self._by_seq
-        fresh = self._fresh
-        while fresh:
-            slot = by_seq.get(fresh[0])
-            if slot is not None and slot.work.state is _QUEUED and not slot.live:
-                break
-            heapq.heappop(fresh)
-            if slot is not None:  # (a dropped slot is gone, flag and all)
-                slot.in_fresh = False
-        due = self._due
-        if bound is not None:
-            mark = self._mark
-            if mark is None or bound >= mark:  # (equal: deliveries made since at that instant)
-                self._migrate(bound)
-            held: builtins.list[tuple[int, int, _dt.datetime]] = []
-            while due:
-                seq, delivery, at = due[0]
-                if self._live_delivery(seq, delivery) is None:
-                    heapq.heappop(due)  # stale: that delivery ended
-                elif at > bound:
-                    held.append(heapq.heappop(due))  # too young for this poll's window
-                else:
-                    break
-            taken = None
-            if due and (not fresh or due[0][0] < fresh[0]):
-                taken = by_seq[heapq.heappop(due)[0]]  # (checked live just above)
-            for entry in held:
-                heapq.heappush(due, entry)
-            if taken is not None:
-                return taken
-        if fresh:
-            slot = by_seq[heapq.heappop(fresh)]  # (checked at the top)
-            slot.in_fresh = False
-            return slot
-        return None
-
-    def _migrate(self, bound: _dt.datetime) -> None:
-        """Move every live delivery made at or before ``bound`` from ``_log`` into ``_due``."""
-        log, due = self._log, self._due
-        i, end = max(self._log_migrated, self._log_head), len(log)
-        while i < end and log[i][0] <= bound:
-            at, _, seq, delivery = log[i]
-            if self._live_delivery(seq, delivery) is not None:
-                heapq.heappush(due, (seq, delivery, at))
-            i += 1
-        self._log_migrated = i
-        self._mark = bound
-        if len(due) > 2 * self._delivered + _COMPACT_SLACK:
-            self._due = [e for e in due if self._live_delivery(e[0], e[1]) is not None]
-            heapq.heapify(self._due)
-
-    def _oldest_delivery(self) -> _dt.datetime | None:
-        """When the oldest delivery still awaiting its ack was made, or None."""
-        log = self._log
-        head, end = self._log_head, len(log)
-        while head < end and self._live_delivery(log[head][2], log[head][3]) is None:
-            head += 1
-        self._log_head = head
-        if head > _COMPACT_SLACK and head * 2 > end:
-            self._compact_log()
-            log, head = self._log, 0
-        return log[head][0] if head < len(log) else None
-
-    def _compact_log(self) -> None:
-        """Drop the stale entries of ``_log``, keeping the three positions on the same entries."""
-        kept: builtins.list[tuple[_dt.datetime, _dt.datetime, int, int]] = []
-        aged = migrated = 0
-        for i, entry in enumerate(self._log):
-            if self._live_delivery(entry[2], entry[3]) is not None:
-                kept.append(entry)
-            if i + 1 == self._log_aged:
-                aged = len(kept)
-            if i + 1 == self._log_migrated:
-                migrated = len(kept)
-        self._log = kept
-        self._log_head = 0
-        self._log_aged = aged
-        self._log_migrated = migrated
-
-    def _compact_fresh(self) -> None:
-        # Entries of items that are no longer fresh go; their flags say so, so that the items
-        # get a new entry if they become fresh again.
-        by_seq, live = self._by_seq, []
-        for seq in self._fresh:
-            slot = by_seq.get(seq)
-            if slot is None:
-                continue
-            if slot.work.state is _QUEUED and not slot.live:
-                live.append(seq)
-            else:
-                slot.in_fresh = False
-        heapq.heapify(live)
-        self._fresh = live
-
-    def _compact_queued(self) -> None:
-        by_seq, live = self._by_seq, []
-        for seq in self._queued:
-            slot = by_seq.get(seq)
-            if slot is None:
-                continue
-            if slot.work.state is _QUEUED:
-                live.append(seq)
-            else:
-                slot.in_queued = False
-        heapq.heapify(live)
-        self._queued = live
+        seq = self._fresh.min()
+        deliveries = self._deliveries
+        if bound is not None and deliveries and deliveries.first()[0] <= bound:
+            due = deliveries.min_seq_below((bound, _NO_LIMIT))
+            if due is not None and (seq is None or due < seq):
+                seq = due
+        return None if seq is None else self._by_seq[seq]
 
     def _window_until(self, slot: _Slot) -> _dt.datetime | None:
         """What :class:`ItemState` keeps of a delivery awaiting its ack (None: there is none)."""
-        if not slot.live:
+        key = slot.delivery_key
+        if key is None:
             return None
-        at = slot.work.delivered_at
-        assert at is not None  # (a live delivery is a delivered queued item)
-        return saturating_add(at, self._default_window)
+        return saturating_add(key[0], self._default_window)
 
     def _rekey(self, slot: _Slot) -> Work:
         """Give the item a fresh id (the old one leaves the index and answers 404)."""
@@ -1330,16 +1228,6 @@ class Environment:
             track.state = True  # the id counter moved
             track.dropped.append(old_id)  # a store keyed by id lets the old one go
         return work
-
-    def _compact_leases(self) -> None:
-        by_seq = self._by_seq
-        live = set()
-        for deadline, seq in self._leases:
-            slot = by_seq.get(seq)
-            if slot is not None and slot.work.lease_expires_at == deadline:
-                live.add((deadline, seq))
-        self._leases = list(live)
-        heapq.heapify(self._leases)
 
     # ------------------------------------------------------------------ ids and cursors
     def _new_id(self, prefix: str, counter: int) -> tuple[str, int]:
