@@ -764,11 +764,15 @@ class Environment:
         if oldest is not None:
             with contextlib.suppress(OverflowError):  # past the year 9999: never by time
                 times.append(oldest[0] + _dt.timedelta(milliseconds=window))
+        # Leases that lapsed before the latest time seen count as expired already (applied or
+        # not): the next change is the first deadline from then on.
+        latest = self._now
         for leases in (self._returning, self._ending):
-            if leases:
+            key = leases.first() if latest is None else leases.first_from((latest, -1))
+            if key is not None:
                 # A lease expires at the first instant after its deadline.  The core refuses a
                 # deadline with no such instant (see workstate._time); saturate all the same.
-                times.append(saturating_add(leases.first()[0], _ONE_MICROSECOND))
+                times.append(saturating_add(key[0], _ONE_MICROSECOND))
         return min(times) if times else None
 
     # ------------------------------------------------------------------ stores

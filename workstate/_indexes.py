@@ -169,6 +169,8 @@ class SortedKeys:
     ...     keys.add(key)
     >>> keys.first(), keys.count_below((3, -1)), keys.min_seq_below((3, -1)), len(keys)
     ((1, 7), 2, 4, 3)
+    >>> keys.first_from((2, -1)), keys.first_from((4, -1))
+    ((2, 4), None)
     >>> keys.remove((2, 4)); keys.min_seq_below((3, -1))
     7
     """
@@ -190,6 +192,14 @@ class SortedKeys:
     def first(self) -> Any:
         """The smallest key, or None when empty."""
         return self._blocks[0][0] if self._blocks else None
+
+    def first_from(self, bound: Any) -> Any:
+        """The smallest key at or after ``bound``, or None."""
+        j = bisect.bisect_left(self._maxes, bound)
+        if j == len(self._blocks):
+            return None
+        block = self._blocks[j]
+        return block[bisect.bisect_left(block, bound)]
 
     def add(self, key: Any) -> None:
         """Insert ``key`` (keys are distinct: the seq inside them tells items apart)."""

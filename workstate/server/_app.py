@@ -7,8 +7,9 @@ This is an adapter and holds no lifecycle rules.  A request goes through three s
 1. *Parse*: the path names the environment and the item; query strings become ints (a 400 names
    the parameter); a JSON body must be an object with known keys.  Range checks (``block_ms``
    1-999, ``limit`` 1-1000, TTLs, tokens, metadata limits) are the core's, not ours.
-2. *Call the core under one lock*: read the clock, apply the leases that fell due
-   (:meth:`Environment.expire_due`), make the one call the endpoint stands for.  The lock is a
+2. *Call the core under one lock*: read the clock, apply a slice of the leases that fell due
+   (:meth:`Environment.expire_due` with ``limit=EXPIRY_SLICE``), make the one call the endpoint
+   stands for.  The lock is a
    re-entrant lock held only by synchronous code (never across an ``await``), so the
    event loop serves requests concurrently while no two of them touch an environment at once,
    and a test thread may inspect an environment safely while the server runs in another thread
@@ -109,6 +110,11 @@ from workstate.server._store import CommittingLock, MemoryStore, Saved, SqliteSt
 __all__ = ["MockServer", "serve_in_thread"]
 
 _log = logging.getLogger("workstate.server")
+
+EXPIRY_SLICE = 16
+"""How many lapsed leases a request applies before its own call (``expire_due(limit=...)``):
+a mass expiry is spread over the requests that follow, each paying for at most this many,
+while every answer already treats a lapsed lease as expired (see ``workstate._environment``)."""
 
 _ENVIRONMENT_ID = re.compile(r"env_[A-Za-z0-9_-]{1,128}", re.ASCII)
 # Path segments under .../work that are routes of their own; POST to them is a wrong method,
@@ -426,7 +432,7 @@ class MockServer:
         else:
             env = self._environment(environment_id)
             now = self._now()
-            if env.expire_due(now):
+            if env.expire_due(now, limit=EXPIRY_SLICE):
                 self._wake(environment_id)  # expired items are back in the queue
         self.harness.note_core_call(env, now)
         return env, now
@@ -470,7 +476,7 @@ class MockServer:
     def _after_clock_moved(self) -> _dt.datetime:
         now = self._now()
         for environment_id, env in self._environments.items():
-            env.expire_due(now)
+            env.expire_due(now, limit=EXPIRY_SLICE)
             self._keeper.touched(environment_id, env)
         for environment_id in list(self._waiters):
             self._wake(environment_id)  # reclaim windows may have passed too
