@@ -35,7 +35,8 @@ single request of each kind while the expiries were being applied (target: 5 ms)
 requests the backlog took, and, for comparison, one unbounded ``expire_due`` over a second
 mass expiry of the same size (what the server paid before it applied expiries in slices).
 
-A bare dict lookup of the same random ids is shown as the floor that memory latency sets: past
+Memory per held item is measured with ``tracemalloc`` while building the middle size.  A bare
+dict lookup of the same random ids is shown as the floor that memory latency sets: past
 the CPU caches every random access pays it, so a cheap call's time grows with the working set
 even though no call does more work.
 """
@@ -50,6 +51,7 @@ import random
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -262,6 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds
     rng = random.Random(1)
 
+    # Memory: tracemalloc while building the middle size (tracing slows the build down).
+    middle = sizes[1]
+    gc.collect()
+    tracemalloc.start()
+    env = build(middle)
+    traced, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del env
+    gc.collect()
+    print(f"memory per held item (tracemalloc, {middle:,} items): {traced / middle:,.0f} bytes")
+
     # Warm up (imports, caches, the allocator) on a throwaway environment first.
     warm = build(2000)
     one_round(warm, 200, 1, rng, {name: Samples() for name in CALLS})
@@ -289,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         f"kind per size; expire_due: slices of {SLICE} lapsed leases)"
     )
     small, large = sizes[0], sizes[-1]
-    head = f"{'call':<15}" + "".join(f"{f'med {n:,}':>12}" for n in sizes)
-    head += f"{'ratio':>6}{f'p99.9 {large:,}':>15}{f'max {large:,}':>13}{'max CPU':>9}"
+    head = f"{'call':<17}" + "".join(f"{f'med {n:,}':>14}" for n in sizes)
+    head += f"{'ratio':>7}{f'p99.9 {large:,}':>17}{f'max {large:,}':>15}{'max CPU':>10}"
     print(head)
     print("-" * len(head))
     failures = 0
@@ -300,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         big = samples[large][name]
         ratio = medians[-1] / medians[0]
         worst, cpu = max(big.wall), big.cpu_max / 1000
-        cells = "".join(f"{m:>12.2f}" for m in medians)
-        line = f"{name:<15}{cells}{ratio:>6.2f}{quantile(big.wall, 0.999):>15.1f}{worst:>13.1f}"
-        line += f"{cpu:>9.1f}"
+        cells = "".join(f"{m:>14.2f}" for m in medians)
+        line = f"{name:<17}{cells}{ratio:>7.2f}{quantile(big.wall, 0.999):>17.1f}{worst:>15.1f}"
+        line += f"{cpu:>10.1f}"
         if name != "dict lookup":
             ok_ratio = ratio <= MEDIAN_RATIO_TARGET
             ok_worst = cpu <= WORST_TARGET_US

@@ -4,7 +4,7 @@ The reference below keeps the items in a plain list in creation order and answer
 question by a linear scan: which item a poll hands out, which leases have lapsed, what the
 stats are.  It uses the single-item operations of :class:`~workstate.Work` (tested on their
 own in ``test_work.py``), so what is under test here is the environment's bookkeeping: its
-heaps, counters, lazy deletion and cursors.
+indexes, counts, lazy and sliced expiry, and cursors.
 
 After every step: the two agree on every record, on the stats and on the listing; every
 record keeps every invariant; no item is lost or duplicated; and no item is held by more than

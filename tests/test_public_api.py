@@ -137,6 +137,31 @@ def test_the_server_exports() -> None:
     ]
 
 
+def test_the_environment_methods() -> None:
+    public = sorted(name for name in vars(workstate.Environment) if not name.startswith("_"))
+    assert public == [
+        "ack",
+        "create",
+        "expire_due",
+        "expiries_due",
+        "get",
+        "heartbeat",
+        "item_states",
+        "latest_now",
+        "list",
+        "next_change_at",
+        "poll",
+        "restore",
+        "state",
+        "stats",
+        "stop",
+        "take_changes",
+        "update_metadata",
+    ]
+    limit = inspect.signature(workstate.Environment.expire_due).parameters["limit"]
+    assert (limit.kind, limit.default) == (inspect.Parameter.KEYWORD_ONLY, None)
+
+
 def test_core_does_no_io() -> None:
     forbidden = {"socket", "asyncio", "threading", "subprocess", "urllib", "http", "time"}
     # The history checker's command line is an adapter: it reads the clock for --timeout.
