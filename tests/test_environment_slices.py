@@ -250,3 +250,27 @@ def test_sortedkeys_against_a_sorted_list() -> None:
     assert all(len(block) <= 2 * SortedKeys.LOAD for block in keys._blocks)
     with pytest.raises(AssertionError, match="not in the index"):
         keys.remove((-5, -5))
+
+
+def test_sortedkeys_splits_a_merged_block_that_grew_too_big() -> None:
+    keys, load = SortedKeys(), SortedKeys.LOAD
+    for n in range(3 * load):  # blocks of load and 2 * load keys, after one split
+        keys.add((n, n))
+    assert [len(b) for b in keys._blocks] == [load, 2 * load]
+    for n in range(load - load // 4 + 1):  # the first block shrinks below load / 4: merged
+        keys.remove((n, n))
+    assert all(len(block) <= 2 * load for block in keys._blocks)
+    assert [k for block in keys._blocks for k in block] == [
+        (n, n) for n in range(load - load // 4 + 1, 3 * load)
+    ]
+    assert keys.min_seq_below((10**9, 0)) == load - load // 4 + 1
+
+
+def test_stats_and_polls_near_the_year_1() -> None:
+    early = dt.datetime(1, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+    env = Environment("env_1")
+    env.create(early)
+    assert env.poll(early) is not None
+    stats = env.stats(early)  # the default window reaches before year 1: still pending
+    assert (stats.depth, stats.pending) == (0, 1)
+    assert env.poll(early) is None

@@ -1165,7 +1165,7 @@ class Environment:
             else:  # the delivery ends (acked, stopped)
                 slot.delivery_key = None
                 self._deliveries.remove(key)
-        elif state is not _STOPPED:
+        else:
             # Leased.  (A stopped item never gets here: each of its moves answers with the
             # same record, which ``_replace`` skips, or only updates metadata, which does not
             # go through ``_replace``.)

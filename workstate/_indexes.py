@@ -70,21 +70,17 @@ class SeqSet:
     def add(self, n: int) -> None:
         """Add ``n`` (no effect if present)."""
         levels = self._levels
+        if n in self:
+            return
+        self._len += 1
         for words in levels:
             i = n >> 6
             if i >= len(words):
                 words.extend([0] * (i + 1 - len(words)))
             word = words[i]
-            bit = 1 << (n & 63)
-            if word & bit:
-                if words is levels[0]:
-                    return  # already a member
-                break  # the levels above already know this word is not empty
-            words[i] = word | bit
-            if words is levels[0]:
-                self._len += 1
+            words[i] = word | 1 << (n & 63)
             if word:
-                break  # the word was not empty: the levels above are right already
+                break  # the word was not empty: the levels above know it already
             n = i
         top = levels[-1]
         while len(top) > 1:
