@@ -63,7 +63,7 @@ def full_state(server: Any) -> Any:
                 [key for block in env._deliveries._blocks for key in block],
                 [key for block in env._returning._blocks for key in block],
                 [key for block in env._ending._blocks for key in block],
-                list(env._polls),
+                [key for block in env._polls._blocks for key in block],
                 dict(env._pollers),
                 env._named_poll_seen,
                 env._id_counter,

@@ -274,3 +274,21 @@ def test_stats_and_polls_near_the_year_1() -> None:
     stats = env.stats(early)  # the default window reaches before year 1: still pending
     assert (stats.depth, stats.pending) == (0, 1)
     assert env.poll(early) is None
+
+
+def test_pollers_that_left_the_window_together_are_forgotten_a_few_per_call() -> None:
+    env = Environment("env_1")
+    for i in range(300):
+        env.poll(T0, worker_id=f"w{i}")
+    env.poll(at(20), worker_id="w0")  # w0 polls again: its earlier poll is replaced
+    stats = env.stats(at(31))
+    assert stats.workers_polling == 1  # exact, though most are not forgotten yet
+    assert 1 < len(env._pollers) < 300
+    restored = Environment.restore(
+        "env_1", now=at(31), state=env.state(), items=env.item_states()
+    )  # (a store may get pollers not forgotten yet: they count for nothing)
+    assert restored.stats(at(31)).workers_polling == 1
+    for _ in range(10):
+        env.stats(at(31))
+    assert env._pollers == {"w0": at(20)}
+    assert env.stats(at(51)).workers_polling == 0

@@ -65,7 +65,9 @@ each call does a bounded amount of work on them):
 * ``_returning`` and ``_ending``: the leases of ``starting``/``active`` items (which go back to
   the queue when they lapse) and of ``stopping`` ones (which stop), as ``(deadline, seq)``;
   every ack and heartbeat replaces the item's key.
-* ``_polls``/``_pollers``: the named workers' latest polls, trimmed to the last 30 s.
+* ``_pollers``: each named worker's latest poll, and ``_polls`` the same as sorted
+  ``(time, worker)`` keys, which count the workers that polled in the last 30 s at ``now``;
+  the older ones are forgotten a few per call.
 * ``_stopped``: under a retention bound, the stopped items in the order they stopped (which is
   ``stopped_at`` order).
 
@@ -91,10 +93,10 @@ with the same stamp, so the history is the same.
 Cost.  Every call costs O(log n) plus, for the index queries, O(n / 128 + 128) steps of C
 loops over short lists (see ``workstate._indexes``), and ``expire_due`` O(k log n) for the k
 expiries it applies, at most its ``limit``.  Nothing scans all items, nothing is rebuilt, and no
-call pays for the stale entries of earlier ones.  Three costs still grow with what a single call
-finds due: the ``stopping`` leases that lapsed together (above), the stopped items a retention
-bound drops together, and the pollers that left the 30 s window together.
-``benchmarks/environment.py`` measures the worst single call of each operation.
+call pays for the stale entries of earlier ones.  Two costs still grow with what a single call
+finds due: the ``stopping`` leases that lapsed together (above) and the stopped items a
+retention bound drops together (a burst of pollers leaving the 30 s window is forgotten a few
+per call).  ``benchmarks/environment.py`` measures the worst single call of each operation.
 
 Fresh ids.  Under a profile with ``fresh_id_on_redelivery``, a poll that hands an item out
 again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id from
@@ -425,7 +427,7 @@ class Environment:
         self._default_window = _dt.timedelta(milliseconds=profile.default_reclaim_older_than_ms)
         self._returning = SortedKeys()
         self._ending = SortedKeys()
-        self._polls: deque[tuple[_dt.datetime, str]] = deque()
+        self._polls = SortedKeys()
         self._pollers: dict[str, _dt.datetime] = {}
         self._named_poll_seen = False
 
@@ -553,9 +555,12 @@ class Environment:
         self._trim_polls(now)
         if worker_id is not None:
             self._named_poll_seen = True
-            if self._pollers.get(worker_id) != now:
+            previous = self._pollers.get(worker_id)
+            if previous != now:
+                if previous is not None:
+                    self._polls.remove((previous, worker_id))
                 self._pollers[worker_id] = now
-                self._polls.append((now, worker_id))
+                self._polls.add((now, worker_id))
                 if self._track is not None:
                     self._track.state = True
         try:
@@ -697,12 +702,12 @@ class Environment:
         lapsed = self._returning.min_seq_below((now, -1))
         if lapsed is not None and (oldest is None or lapsed < oldest):
             oldest = lapsed
-        self._trim_polls(now)
+        polling = self._trim_polls(now)
         return QueueStats(
             depth=depth,
             pending=pending,
             oldest_queued_at=None if oldest is None else self._by_seq[oldest].work.created_at,
-            workers_polling=len(self._pollers) if self._named_poll_seen else None,
+            workers_polling=polling if self._named_poll_seen else None,
             precision=self.profile.lifecycle_precision,
         )
 
@@ -858,8 +863,9 @@ class Environment:
         env._id_counter = state.id_counter
         env._next_seq = state.next_seq
         env._named_poll_seen = state.named_poll_seen
-        env._pollers = dict(sorted(state.pollers.items(), key=lambda pair: pair[1]))
-        env._polls = deque((at, worker) for worker, at in env._pollers.items())
+        env._pollers = dict(state.pollers)
+        for worker, at in env._pollers.items():
+            env._polls.add((at, worker))
         for record in records:
             seq = record.seq
             slot = _Slot(record.work, seq)
@@ -870,11 +876,11 @@ class Environment:
             if record.window_until is not None:
                 # A delivery awaiting its ack goes back by its delivery time; a default window
                 # that ended by ``now`` counts as ended at once, as it would have.
-                at = record.work.delivered_at
-                assert at is not None  # (checked: a window only on a delivered queued item)
+                delivered = record.work.delivered_at
+                assert delivered is not None  # (checked: a window only on a delivered item)
                 env._fresh.discard(seq)
                 slot.delivery = 1
-                slot.delivery_key = (at, seq)
+                slot.delivery_key = (delivered, seq)
                 env._deliveries.add(slot.delivery_key)
         # Stopped items were entered by creation; retention drops them in stopping order.
         if env._stopped is not None:
@@ -1115,13 +1121,21 @@ class Environment:
             track.items.pop(slot.seq, None)
             track.dropped.append(work_id)
 
-    def _trim_polls(self, now: _dt.datetime) -> None:
+    def _trim_polls(self, now: _dt.datetime) -> int:
+        """Forget a few pollers older than 30 s; how many polled in the last 30 s at ``now``.
+
+        Bounded: a burst of pollers that all left the window at once is forgotten over the
+        calls that follow, and the count is exact all the same.
+        """
         polls, pollers = self._polls, self._pollers
         horizon = saturating_add(now, -_POLL_WINDOW)  # near year 1 the window starts at year 1
-        while polls and polls[0][0] < horizon:
-            at, worker = polls.popleft()
-            if pollers.get(worker) == at:
-                del pollers[worker]
+        for _ in range(_SLICE_PER_CALL * 16):
+            key = polls.first()
+            if key is None or key[0] >= horizon:
+                break
+            polls.remove(key)
+            del pollers[key[1]]
+        return len(polls) - polls.count_below((horizon, ""))
 
     # ------------------------------------------------------------------ indexes
     def _slot(self, work_id: object, now: _dt.datetime) -> _Slot:
