@@ -108,8 +108,8 @@ id counts as dropped, so a store keyed by id lets its record go.
 Rejections.  Arguments that can be checked alone (``block_ms``, ``limit``, a cursor, ...) are
 checked before anything happens.  A call refused later (404, 409, 412, a bad metadata patch)
 changes nothing it asked for; the time it carried still counts as seen, since expiries due by
-then have been applied (they depend only on time, so applying them early or late gives the
-same records).
+then count as applied, and some may have been (they depend only on time, so applying them
+early or late gives the same records).
 
 An item's own time may run a few microseconds ahead of the environment's: a heartbeat at the
 time of the item's previous one happens one microsecond later, so that heartbeat tokens never
