@@ -51,7 +51,8 @@ def _call(env: Environment, op: str, args: tuple[Any, ...], kwargs: dict[str, An
                 env.next_change_at(),
                 env.next_change_at(reclaim_older_than_ms=10),
             )
-        return getattr(env, "heartbeat" if op == "beat" else op)(*args, **kwargs)
+        name = {"beat": "heartbeat", "meta": "update_metadata"}.get(op, op)
+        return getattr(env, name)(*args, **kwargs)
 
     return call
 
@@ -71,7 +72,19 @@ def _run(seed: int, profile: Profile, retain: int | None, steps: int) -> None:
         if rng.random() < 0.3:
             sliced.expire_due(now, limit=rng.choice((1, 2, 3)))
         op = rng.choice(
-            ("create", "poll", "poll", "ack", "beat", "beat", "stop", "get", "list", "stats")
+            (
+                "create",
+                "poll",
+                "poll",
+                "ack",
+                "beat",
+                "beat",
+                "stop",
+                "get",
+                "list",
+                "stats",
+                "meta",
+            )
         )
         some = rng.choice(ids) if ids else "work_none"
         args: tuple[Any, ...] = (now,)
@@ -96,9 +109,13 @@ def _run(seed: int, profile: Profile, retain: int | None, steps: int) -> None:
             args, kwargs = (some, now), {"force": rng.random() < 0.4}
         elif op == "list":
             kwargs = {"limit": rng.choice((1, 3, 20)), "page": rng.choice(cursors)}
+        elif op == "meta":
+            args = (some, now, {"k": rng.choice(("a", "b", None))})
         answers = [_answer(_call(e, op, args, kwargs)) for e in envs]
         assert answers[1] == answers[0], (seed, step, op, answers)
         assert answers[2] == answers[0], (seed, step, op, answers)
+        assert [len(e) for e in envs] == [len(eager)] * 3
+        assert [some in e for e in envs] == [some in eager] * 3
         kind, value = answers[0][0], answers[0][-1]
         if kind == "ok" and op == "create":
             ids.append(value.id)
