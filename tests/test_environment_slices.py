@@ -167,8 +167,9 @@ def test_a_mass_expiry_applied_in_slices_is_never_seen_live() -> None:
     assert env.expiries_due(late) == 0
 
 
-def test_expire_due_returns_the_expiries_it_applied_by_deadline() -> None:
-    env = Environment("env_1", profile=ACK_LEASE)
+@pytest.mark.parametrize("retain", [None, 10])
+def test_expire_due_returns_the_expiries_it_applied_by_deadline(retain: int | None) -> None:
+    env = Environment("env_1", profile=ACK_LEASE, retain_stopped=retain)
     a, b = env.create(T0), env.create(T0)
     env.ack(b.id, T0)
     env.ack(a.id, at(1))
@@ -176,9 +177,24 @@ def test_expire_due_returns_the_expiries_it_applied_by_deadline() -> None:
     env.ack(stopping.id, at(2))
     env.stop(stopping.id, at(2))
     got = env.expire_due(at(200), limit=1)
-    # Every lapsed stopping lease, and one of the others: the earliest deadline.
-    assert [(w.id, w.state.value) for w in got] == [(b.id, "queued"), (stopping.id, "stopped")]
-    assert [w.id for w in env.expire_due(at(200))] == [a.id]
+    expected = [(b.id, "queued")]  # the earliest deadline
+    if retain is not None:  # and under a retention bound every lapsed stopping lease too
+        expected.append((stopping.id, "stopped"))
+    assert [(w.id, w.state.value) for w in got] == expected
+    rest = [(a.id, "queued")] if retain else [(a.id, "queued"), (stopping.id, "stopped")]
+    assert [(w.id, w.state.value) for w in env.expire_due(at(200))] == rest
+
+
+def test_a_lapsed_stopping_lease_is_seen_stopped_before_it_is_applied() -> None:
+    env = Environment("env_1", profile=ACK_LEASE)
+    items = [env.create(T0) for _ in range(30)]
+    for item in items:
+        env.ack(item.id, T0)
+        env.stop(item.id, T0)  # stopping; the leases lapse together after 120 s
+    late = at(121)
+    assert env.get(items[-1].id, late).state.value == "stopped"
+    assert env.expiries_due(late) == 30 - 4 - 1  # that call's slice, and its own item
+    assert [w.state.value for w in env.list(late, limit=30).data] == ["stopped"] * 30
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, "2", True, None.__class__])

@@ -24,10 +24,10 @@ expiries be applied *lazily and in slices* without ever showing a lapsed lease a
 * ``expire_due(now, limit=N)`` applies at most ``N`` of the rest, by deadline, so an adapter can
   spread a mass expiry over many short calls; every call also applies a few
   (``_SLICE_PER_CALL``), so the backlog drains on its own;
-* a ``stopping`` item whose lease lapsed becomes ``stopped``, and the retention bound counts
-  stopped items in stopping order, so those expiries are applied by every call before
-  anything else (the one expiry that is not sliced: a mass expiry of ``stopping`` leases is
-  applied in one call).
+* a ``stopping`` item whose lease lapsed becomes ``stopped``.  Under a retention bound, which
+  counts stopped items in stopping order, those expiries are applied by every call before
+  anything else (the one expiry that is not sliced: there, a mass expiry of ``stopping``
+  leases is applied in one call); without one they are sliced like the others.
 
 Redelivery.  A poll hands out the oldest ``queued`` item (by creation) among those it may
 take: every item nobody was handed yet (or that came back from an expired lease), and every
@@ -94,9 +94,10 @@ Cost.  Every call costs O(log n) plus, for the index queries, O(n / 128 + 128) s
 loops over short lists (see ``workstate._indexes``), and ``expire_due`` O(k log n) for the k
 expiries it applies, at most its ``limit``.  Nothing scans all items, nothing is rebuilt, and no
 call pays for the stale entries of earlier ones.  Two costs still grow with what a single call
-finds due: the ``stopping`` leases that lapsed together (above) and the stopped items a
-retention bound drops together (a burst of pollers leaving the 30 s window is forgotten a few
-per call).  ``benchmarks/environment.py`` measures the worst single call of each operation.
+finds due, both under a retention bound only: the ``stopping`` leases that lapsed together
+(above) and the stopped items the bound drops together (a burst of pollers leaving the 30 s
+window is forgotten a few per call).  ``benchmarks/environment.py`` measures the worst single
+call of each operation.
 
 Fresh ids.  Under a profile with ``fresh_id_on_redelivery``, a poll that hands an item out
 again (after an unacknowledged delivery or an expired lease) gives it a new ``work_`` id from
@@ -718,10 +719,11 @@ class Environment:
         by creation; ``stopping`` items become ``stopped``.  Each expiry is stamped at the
         first instant after its deadline.  Returns the new records, by deadline.
 
-        ``limit`` (an integer >= 1; None: no bound) caps how many leases of ``starting`` or
-        ``active`` items this call applies, the earliest deadlines first, so that an adapter can
-        spread a mass expiry over many short calls (:meth:`expiries_due` says how many are
-        left).  ``stopping`` leases that lapsed are applied by every call, whatever the limit.
+        ``limit`` (an integer >= 1; None: no bound) caps how many lapsed leases this call
+        applies, the earliest deadlines first, so that an adapter can spread a mass expiry over
+        many short calls (:meth:`expiries_due` says how many are left).  Under a retention
+        bound, lapsed ``stopping`` leases are applied by every call, whatever the limit (the
+        bound counts the items they stop).
         Applying expiries changes no answer: every call treats a lapsed lease as expired
         whether or not it was applied (see the module's theory of operation); the records
         returned are the ones no earlier call applied.
@@ -1051,19 +1053,32 @@ class Environment:
     def _expire_lapsed(
         self, now: _dt.datetime, limit: int, *, collect: bool
     ) -> builtins.list[Work]:
-        """Apply every lapsed ``stopping`` lease and up to ``limit`` lapsed others, by deadline."""
-        by_seq = self._by_seq
+        """Apply up to ``limit`` lapsed leases, earliest deadline first, and under a retention
+        bound every lapsed ``stopping`` lease besides (see *Time*)."""
+        by_seq, returning, ending = self._by_seq, self._returning, self._ending
         found: builtins.list[tuple[_dt.datetime, int, Work]] = []
-        for leases, most in ((self._ending, _NO_LIMIT), (self._returning, limit)):
-            while most and leases:
-                deadline, seq = leases.first()
-                if deadline >= now:
-                    break
+        bound = (now, -1)
+        if self._stopped is not None:
+            # The bound counts stopped items in stopping order: each call must see every
+            # stopping lease that lapsed as stopped, in its place, before it drops any.
+            while ending and ending.first() < bound:
+                deadline, seq = ending.first()
                 slot = by_seq[seq]
                 self._replace(slot, slot.work.expire(deadline + _ONE_MICROSECOND))
                 if collect:
                     found.append((deadline, seq, slot.work))
-                most -= 1
+        while limit:
+            first, other = returning.first(), ending.first()
+            if other is not None and (first is None or other < first):
+                first = other
+            if first is None or first >= bound:
+                break
+            deadline, seq = first
+            slot = by_seq[seq]
+            self._replace(slot, slot.work.expire(deadline + _ONE_MICROSECOND))
+            if collect:
+                found.append((deadline, seq, slot.work))
+            limit -= 1
         found.sort(key=_DEADLINE_ORDER)
         return [work for _, _, work in found]
 
