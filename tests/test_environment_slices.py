@@ -197,6 +197,13 @@ def test_a_lapsed_stopping_lease_is_seen_stopped_before_it_is_applied() -> None:
     assert [w.state.value for w in env.list(late, limit=30).data] == ["stopped"] * 30
 
 
+def test_a_zero_limit_is_named_in_the_message() -> None:
+    env = Environment("env_1")
+    with pytest.raises(InvalidInputError, match=r"^limit must be an integer >= 1 or None, got 0$"):
+        env.expire_due(T0, limit=0)
+    assert env.latest_now is None
+
+
 @pytest.mark.parametrize("limit", [0, -1, 1.5, "2", True, None.__class__])
 def test_expire_due_rejects_a_bad_limit(limit: object) -> None:
     env = Environment("env_1", profile=ACK_LEASE)
@@ -206,7 +213,9 @@ def test_expire_due_rejects_a_bad_limit(limit: object) -> None:
         env.expire_due(at(500), limit=limit)  # type: ignore[arg-type]
     err = info.value
     assert (err.status, err.error_type, err.key) == (400, "invalid_request_error", "limit")
-    assert "an integer >= 1" in str(err)
+    assert err.expected == "an integer >= 1 (how many lapsed leases to apply), or None for all"
+    assert err.got == limit
+    assert str(err).startswith("limit must be an integer >= 1 or None, got ")
     assert (env.item_states(), env.latest_now) == before  # not even the time moved
     assert env.expiries_due(at(500)) == 1
 
