@@ -25,6 +25,11 @@ after earlier ones and nothing is ever rebuilt:
   one that shrinks below ``LOAD / 4`` merges with a neighbour, so the number of blocks follows
   the number of keys.
 
+* :class:`ShardedDict` — a mapping split over 256 dicts by the key's hash.  A CPython dict
+  grows, and clears the slots its deletions left, by rebuilding itself in one insertion: at a
+  million keys that one insertion takes 40-100 ms.  Split 256 ways, the rebuild that lands on
+  one insertion moves a 256th of the keys.
+
 Both are exact: a key is in the structure exactly while its item is in the class the structure
 stands for, and the owner adds and removes it at each move.
 """
@@ -34,9 +39,60 @@ from __future__ import annotations
 import bisect
 import operator
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 _SECOND = operator.itemgetter(1)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+_SHARDS = 256
+
+
+class ShardedDict(Generic[_K, _V]):
+    """A mapping over 256 dicts, so that no single insertion rebuilds all of it.
+
+    >>> d: ShardedDict[str, int] = ShardedDict()
+    >>> d["a"] = 1; d["b"] = 2; del d["a"]
+    >>> len(d), "a" in d, d.get("b"), d["b"], sorted(d), list(d.values())
+    (1, False, 2, 2, ['b'], [2])
+    """
+
+    __slots__ = ("_len", "shards")
+
+    def __init__(self) -> None:
+        self.shards: list[dict[_K, _V]] = [{} for _ in range(_SHARDS)]
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __contains__(self, key: _K) -> bool:
+        return key in self.shards[hash(key) & 255]
+
+    def __getitem__(self, key: _K) -> _V:
+        return self.shards[hash(key) & 255][key]
+
+    def get(self, key: _K) -> _V | None:
+        """The value of ``key``, or None."""
+        return self.shards[hash(key) & 255].get(key)
+
+    def __setitem__(self, key: _K, value: _V) -> None:
+        shard = self.shards[hash(key) & 255]
+        if key not in shard:
+            self._len += 1
+        shard[key] = value
+
+    def __delitem__(self, key: _K) -> None:
+        del self.shards[hash(key) & 255][key]
+        self._len -= 1
+
+    def __iter__(self) -> Iterator[_K]:
+        for shard in self.shards:
+            yield from shard
+
+    def values(self) -> Iterator[_V]:
+        """Every value, shard by shard (in no useful order)."""
+        for shard in self.shards:
+            yield from shard.values()
 
 
 class SeqSet:
