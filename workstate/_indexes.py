@@ -51,9 +51,9 @@ class ShardedDict(Generic[_K, _V]):
     """A mapping over 256 dicts, so that no single insertion rebuilds all of it.
 
     >>> d: ShardedDict[str, int] = ShardedDict()
-    >>> d["a"] = 1; d["b"] = 2; del d["a"]
+    >>> d["a"] = 1; d["b"] = 2; del d["a"]; d["b"] = 3
     >>> len(d), "a" in d, d.get("b"), d["b"], sorted(d), list(d.values())
-    (1, False, 2, 2, ['b'], [2])
+    (1, False, 3, 3, ['b'], [3])
     """
 
     __slots__ = ("_len", "shards")
