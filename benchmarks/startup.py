@@ -1,0 +1,314 @@
+"""What ``import workstate`` and ``workstate serve`` cost at start-up, against bare floors.
+
+Run by hand (not in CI)::
+
+    python benchmarks/startup.py           # 25 import rounds, 15 cold-start rounds (~40 s)
+    python benchmarks/startup.py --quick   # 8 and 5 rounds, noisier
+
+Every sample is a fresh process, so nothing is cached in memory between samples.  Rounds
+alternate the floor and the subjects in a shuffled order, so load from other processes falls
+on both, and the figures are medians.
+
+Imports.  One round times, from spawn to exit, ``python -c pass`` (the bare interpreter, with
+the same ``site`` and the same installed packages), ``python -c "import workstate"`` and
+``python -c "import workstate.server"``.  The cost of an import is its time minus the bare
+interpreter's in the same round; the figure is the median of those differences.  Target:
+``import workstate`` at most 70 ms over bare.
+
+Cold start.  One round starts a bare Starlette app under uvicorn (one route, the same uvicorn
+``loop``/``http`` choice ``serve`` gets by default, the same log level, lifespan off) and
+``python -m workstate serve`` with its default options, each on a free loopback port, and
+times from spawn to the first successful answer to a GET (polled every 2 ms): ``/`` for the
+bare app, ``GET /v1/environments/env_startup/work/stats`` (a real API read through the core)
+for ``serve``.  Each server is then asked for one create, poll and ack, so a cost merely moved
+from start-up to the first calls shows up (printed, with no target), and is stopped with
+SIGTERM.  Target: ``serve`` / bare app at most 1.3x.
+
+Bytecode.  An installed wheel has its bytecode compiled at install time; an editable checkout
+under ``PYTHONDONTWRITEBYTECODE`` (as on this project's machines) would compile every module on
+every start.  So the script first compiles ``workstate`` (``compileall``, the same as ``pip
+install`` does) and says so; ``--no-compile`` skips that, to see the cost of compiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import contextlib
+import http.client
+import importlib.util
+import json
+import os
+import pathlib
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+
+import uvicorn
+
+import workstate
+from workstate.server._cli import _parser as serve_parser
+
+PY = sys.executable
+IMPORT_TARGET_MS = 70.0
+COLD_START_TARGET = 1.3
+POLL_EVERY = 0.002
+START_TIMEOUT = 30.0
+ENV = "env_startup"
+
+# The floor app: one route, the answer a small JSON object, like the stats answer.
+BARE_APP = textwrap.dedent(
+    """
+    import sys
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+
+    async def stats(request):
+        return JSONResponse({"depth": 0, "pending": 0, "workers_polling": 0})
+
+
+    app = Starlette(routes=[Route("/", stats)])
+    port, log_level, loop, http = sys.argv[1:]
+    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level=log_level, loop=loop, http=http,
+                lifespan="off")
+    """
+)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (the system's choice for port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run_once(argv: Sequence[str]) -> float:
+    """Seconds from spawn to exit of ``argv``, which must succeed."""
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def request(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
+    """One HTTP call on a new connection: the status and the parsed JSON answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body)
+        headers = {} if body is None else {"content-type": "application/json"}
+        conn.request(method, path, body=payload, headers=headers)
+        answer = conn.getresponse()
+        data = answer.read()
+        return answer.status, json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+def cold_start(argv: Sequence[str], port: int, path: str) -> tuple[float, subprocess.Popen[bytes]]:
+    """Spawn ``argv`` and poll ``GET path`` until it answers 200: seconds taken, the process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = start + START_TIMEOUT
+    while True:
+        try:
+            status, _ = request(port, "GET", path)
+        except OSError:  # not listening yet
+            status = 0
+        if status == 200:
+            return time.perf_counter() - start, proc
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise RuntimeError(f"{argv} exited {proc.returncode}: {err.decode()}")
+        if time.perf_counter() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{argv} gave no answer to GET {path} in {START_TIMEOUT} s")
+        time.sleep(POLL_EVERY)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then wait (uvicorn shuts down gracefully); kill if it hangs."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+def serve_stack() -> tuple[str, str]:
+    """The event loop and HTTP implementation ``serve`` runs uvicorn with by default."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from workstate.server import MockServer
+
+    server = MockServer()
+    try:
+        options = server.uvicorn_options()
+    finally:
+        server.close()
+    loop, http = options.get("loop", "auto"), options.get("http", "auto")
+    if loop == "auto":  # uvicorn's own rule for "auto"
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if isinstance(http, type):  # a protocol class: name the implementation it extends
+        http = "h11" if issubclass(http, H11Protocol) else "httptools"
+    elif http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return str(loop), str(http)
+
+
+def first_work_calls(port: int) -> float:
+    """Seconds for one create, poll and ack on a fresh ``serve``: the first calls' cost."""
+    start = time.perf_counter()
+    status, item = request(port, "POST", f"/mock/environments/{ENV}/work", {})
+    assert status == 200, (status, item)
+    status, polled = request(port, "GET", f"/v1/environments/{ENV}/work/poll")
+    assert status == 200, (status, polled)
+    assert isinstance(polled, dict), polled
+    status, acked = request(port, "POST", f"/v1/environments/{ENV}/work/{polled['id']}/ack")
+    assert status == 200, (status, acked)
+    return time.perf_counter() - start
+
+
+def import_rounds(rounds: int) -> dict[str, list[float]]:
+    """Per round: the bare interpreter's time, and each import's time minus it (seconds)."""
+    subjects = {
+        "bare": [PY, "-c", "pass"],
+        "import workstate": [PY, "-c", "import workstate"],
+        "import workstate.server": [PY, "-c", "import workstate.server"],
+    }
+    out: dict[str, list[float]] = {name: [] for name in subjects}
+    for _ in range(rounds):
+        order = list(subjects)
+        random.shuffle(order)
+        took = {name: run_once(subjects[name]) for name in order}
+        out["bare"].append(took["bare"])
+        for name in subjects:
+            if name != "bare":
+                out[name].append(took[name] - took["bare"])
+    return out
+
+
+def cold_start_rounds(
+    rounds: int, bare_script: pathlib.Path, stack: tuple[str, str]
+) -> dict[str, list[float]]:
+    """Per round: the bare app's and ``serve``'s time to a first answer, ``serve``'s first calls."""
+    log_level = serve_parser().get_default("log_level")
+    out: dict[str, list[float]] = {"bare app": [], "serve": [], "ratio": [], "first calls": []}
+    for _ in range(rounds):
+        took: dict[str, float] = {}
+        order = ["bare app", "serve"]
+        random.shuffle(order)
+        for name in order:
+            port = free_port()
+            if name == "bare app":
+                argv = [PY, str(bare_script), str(port), log_level, *stack]
+                took[name], proc = cold_start(argv, port, "/")
+                stop(proc)
+            else:
+                argv = [PY, "-m", "workstate", "serve", "--port", str(port)]
+                took[name], proc = cold_start(argv, port, f"/v1/environments/{ENV}/work/stats")
+                try:
+                    out["first calls"].append(first_work_calls(port))
+                finally:
+                    stop(proc)
+            out[name].append(took[name])
+        out["ratio"].append(took["serve"] / took["bare app"])
+    return out
+
+
+def verdict(ok: bool) -> str:
+    """PASS or FAIL."""
+    return "PASS" if ok else "FAIL"
+
+
+def ms(seconds: float) -> str:
+    """Milliseconds, one decimal."""
+    return f"{seconds * 1000:7.1f} ms"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure, print the tables and the verdicts; exit 0 when both targets are met."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, noisier")
+    parser.add_argument("--import-rounds", type=int, default=None, metavar="N")
+    parser.add_argument("--start-rounds", type=int, default=None, metavar="N")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="do not compile workstate's bytecode first"
+    )
+    args = parser.parse_args(argv)
+    import_n = args.import_rounds or (8 if args.quick else 25)
+    start_n = args.start_rounds or (5 if args.quick else 15)
+    began = time.perf_counter()
+    package = pathlib.Path(workstate.__file__).parent
+    if not args.no_compile:
+        compileall.compile_dir(package, quiet=1)
+    stack = serve_stack()
+    print(
+        f"python {sys.version.split()[0]} ({PY})\nuvicorn {uvicorn.__version__}: loop {stack[0]}, "
+        f"http {stack[1]} (serve's defaults, used by the bare app too); log level "
+        f"{serve_parser().get_default('log_level')}\nbytecode of workstate: "
+        f"{'as found' if args.no_compile else 'compiled first, as pip install does'} "
+        f"(PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r})"
+    )
+
+    imports = import_rounds(import_n)
+    bare = statistics.median(imports["bare"])
+    print(f"\nimports: {import_n} rounds of fresh processes, medians")
+    print(f"  {'bare interpreter':<26}{ms(bare)}")
+    for name in ("import workstate", "import workstate.server"):
+        over = statistics.median(imports[name])
+        total = bare + over
+        print(f"  {name:<26}{ms(total)}  = bare + {ms(over).strip()}  ({total / bare:.2f}x)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = pathlib.Path(tmp) / "bare_app.py"
+        script.write_text(BARE_APP)
+        starts = cold_start_rounds(start_n, script, stack)
+    print(f"\ncold start, spawn to first answer: {start_n} rounds, medians")
+    print(f"  {'bare Starlette + uvicorn':<26}{ms(statistics.median(starts['bare app']))}")
+    print(f"  {'workstate serve':<26}{ms(statistics.median(starts['serve']))}")
+    print(
+        f"  {'then create, poll, ack':<26}{ms(statistics.median(starts['first calls']))}"
+        "  (serve's first three calls, no target)"
+    )
+
+    ws_over = statistics.median(imports["import workstate"]) * 1000
+    ratio = statistics.median(starts["ratio"])
+    checks: list[tuple[str, str, Callable[[], bool]]] = [
+        (
+            f"import workstate over bare: {ws_over:.1f} ms",
+            f"<= {IMPORT_TARGET_MS:g} ms",
+            lambda: ws_over <= IMPORT_TARGET_MS,
+        ),
+        (
+            f"serve / bare app cold start: {ratio:.2f}x",
+            f"<= {COLD_START_TARGET:g}x",
+            lambda: ratio <= COLD_START_TARGET,
+        ),
+    ]
+    print("\ntargets")
+    ok = True
+    for what, target, check in checks:
+        passed = check()
+        ok = ok and passed
+        print(f"  {what:<42}{target:<12}{verdict(passed)}")
+    print(f"\n({time.perf_counter() - began:.0f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
