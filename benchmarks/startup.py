@@ -2,8 +2,9 @@
 
 Run by hand (not in CI)::
 
-    python benchmarks/startup.py           # 25 import rounds, 15 cold-start rounds (~40 s)
-    python benchmarks/startup.py --quick   # 8 and 5 rounds, noisier
+    python benchmarks/startup.py                  # 25 import rounds, 15 cold starts (~1 min)
+    python benchmarks/startup.py --quick          # 8 and 5 rounds, noisier
+    python benchmarks/startup.py --instructions   # also count instructions (valgrind, +1 min)
 
 Every sample is a fresh process, so nothing is cached in memory between samples.  Rounds
 alternate the floor and the subjects in a shuffled order, so load from other processes falls
@@ -12,22 +13,29 @@ on both, and the figures are medians.
 Imports.  One round times, from spawn to exit, ``python -c pass`` (the bare interpreter, with
 the same ``site`` and the same installed packages), ``python -c "import workstate"`` and
 ``python -c "import workstate.server"``.  The cost of an import is its time minus the bare
-interpreter's in the same round; the figure is the median of those differences.  Target:
-``import workstate`` at most 70 ms over bare.
+interpreter's in the same round; the figure is the median of those differences.  Wall clock
+and CPU (user + system, from ``wait4``) are both shown.  Target: ``import workstate`` at most
+70 ms over bare, wall clock.
 
 Cold start.  One round starts a bare Starlette app under uvicorn (one route, the same uvicorn
 ``loop``/``http`` choice ``serve`` gets by default, the same log level, lifespan off) and
 ``python -m workstate serve`` with its default options, each on a free loopback port, and
 times from spawn to the first successful answer to a GET (polled every 2 ms): ``/`` for the
 bare app, ``GET /v1/environments/env_startup/work/stats`` (a real API read through the core)
-for ``serve``.  Each server is then asked for one create, poll and ack, so a cost merely moved
-from start-up to the first calls shows up (printed, with no target), and is stopped with
-SIGTERM.  Target: ``serve`` / bare app at most 1.3x.
+for ``serve``; the CPU the server has used by then is read from ``/proc`` (10 ms clock ticks).
+Then SIGTERM.  A few more fresh ``serve`` processes are asked for one create, poll and ack
+each, so a cost merely moved from start-up to the first calls shows up (printed, with no
+target).  Target: ``serve`` / bare app at most 1.3x, wall clock.
+
+Instructions.  On a busy machine both clocks move with the load; ``--instructions`` also runs
+each subject once under valgrind's callgrind and prints the instructions executed (to exit for
+the imports, to the first answer for the servers, dumped then with ``callgrind_control``),
+which do not depend on the load.  Needs ``valgrind`` (Debian package ``valgrind``).
 
 Bytecode.  An installed wheel has its bytecode compiled at install time; an editable checkout
 under ``PYTHONDONTWRITEBYTECODE`` (as on this project's machines) would compile every module on
 every start.  So the script first compiles ``workstate`` (``compileall``, the same as ``pip
-install`` does) and says so; ``--no-compile`` skips that, to see the cost of compiling.
+install`` does) and says so; ``--no-compile`` skips that.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -132,6 +141,12 @@ def request(port: int, method: str, path: str, body: object = None) -> tuple[int
         return answer.status, json.loads(data) if data else None
     finally:
         conn.close()
+
+
+def cpu_so_far(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far, in clock ticks (10 ms)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(
@@ -226,7 +241,7 @@ def import_rounds(rounds: int) -> dict[str, list[tuple[float, float]]]:
 def cold_start_rounds(
     rounds: int, bare_script: pathlib.Path, stack: tuple[str, str]
 ) -> dict[str, list[tuple[float, float]]]:
-    """Per round: (wall to first answer, CPU to exit) of the bare app and of ``serve``."""
+    """Per round: (wall, CPU) seconds to the first answer, of the bare app and of ``serve``."""
     log_level = serve_parser().get_default("log_level")
     commands = {
         "bare app": ([PY, str(bare_script), "{port}", log_level, *stack], "/"),
@@ -240,7 +255,9 @@ def cold_start_rounds(
             port = free_port()
             argv, path = commands[name]
             wall, proc = start_server([a.format(port=port) for a in argv], port, path)
-            out[name].append((wall, stop(proc)))
+            cpu = cpu_so_far(proc.pid)
+            stop(proc)
+            out[name].append((wall, cpu))
     return out
 
 
@@ -257,6 +274,57 @@ def first_calls_rounds(rounds: int) -> list[float]:
     return out
 
 
+def callgrind_total(path: pathlib.Path) -> int:
+    """The instruction count a callgrind output file holds."""
+    for line in path.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no summary line in {path}")
+
+
+def instructions(tmp: pathlib.Path, bare_script: pathlib.Path, stack: tuple[str, str]) -> None:
+    """Print instruction counts under valgrind's callgrind: the same on a busy machine as on a
+    quiet one (one run each; about a minute in all)."""
+    valgrind = shutil.which("valgrind")
+    control = shutil.which("callgrind_control")
+    if valgrind is None or control is None:
+        print("\ninstructions: valgrind is not installed (apt-get install valgrind); skipped")
+        return
+    counts: dict[str, int] = {}
+    for n, (name, argv) in enumerate(IMPORTS.items()):
+        out = tmp / f"imports.{n}"
+        subprocess.run(
+            [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        counts[name] = callgrind_total(out)
+    log_level = serve_parser().get_default("log_level")
+    for name, argv, path in (
+        ("bare app", [PY, str(bare_script), "{port}", log_level, *stack], "/"),
+        ("serve", [PY, "-m", "workstate", "serve", "--port", "{port}"], STATS),
+    ):
+        port = free_port()
+        out = tmp / f"start.{port}"
+        cmd = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+        cmd += [a.format(port=port) for a in argv]
+        _, proc = start_server(cmd, port, path)
+        try:  # the counts up to now, the first answer (the server idles meanwhile)
+            subprocess.run([control, "--dump", str(proc.pid)], check=True, capture_output=True)
+        finally:
+            stop(proc)
+        counts[name] = callgrind_total(pathlib.Path(f"{out}.1"))
+    bare = counts["bare"]
+    print("\ninstructions (valgrind callgrind, millions; one run each)")
+    print(f"  {'bare interpreter':<26}{bare / 1e6:8.1f}")
+    for name in ("import workstate", "import workstate.server"):
+        print(f"  {name:<26}{counts[name] / 1e6:8.1f}  = bare + {(counts[name] - bare) / 1e6:.1f}")
+    print(f"  {'bare app, to first answer':<26}{counts['bare app'] / 1e6:8.1f}")
+    print(f"  {'serve, to first answer':<26}{counts['serve'] / 1e6:8.1f}")
+    print(f"  {'serve / bare app':<26}{counts['serve'] / counts['bare app']:8.2f}x")
+
+
 def verdict(ok: bool) -> str:
     """PASS or FAIL."""
     return "PASS" if ok else "FAIL"
@@ -269,10 +337,21 @@ def ms(seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print the tables and the verdicts; exit 0 when both targets are met."""
+    with contextlib.ExitStack() as cleanup:
+        return measure(cleanup, argv)
+
+
+def measure(cleanup: contextlib.ExitStack, argv: Sequence[str] | None) -> int:
+    """:func:`main`, with ``cleanup`` to remove its temporary files at the end."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, noisier")
     parser.add_argument("--import-rounds", type=int, default=None, metavar="N")
     parser.add_argument("--start-rounds", type=int, default=None, metavar="N")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions under valgrind (deterministic, for a busy machine)",
+    )
     parser.add_argument(
         "--no-compile", action="store_true", help="do not compile workstate's bytecode first"
     )
@@ -302,14 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         over[name] = (wall, cpu)
         print(f"  {name:<26}bare + {ms(wall).strip()}; bare + {ms(cpu).strip()}")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        script = pathlib.Path(tmp) / "bare_app.py"
-        script.write_text(BARE_APP)
-        starts = cold_start_rounds(start_n, script, stack)
+    tmp = pathlib.Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+    script = tmp / "bare_app.py"
+    script.write_text(BARE_APP)
+    starts = cold_start_rounds(start_n, script, stack)
     first = first_calls_rounds(max(3, start_n // 3))
     print(
         f"\ncold start: {start_n} rounds, medians (wall clock from spawn to the first answer; "
-        "CPU from spawn to exit, stopped right after that answer)"
+        "CPU used by then, in 10 ms clock ticks)"
     )
     medians = {
         name: tuple(statistics.median(x) for x in zip(*samples, strict=True))
@@ -325,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  {'a fresh serve: create, poll, ack':<34}{ms(statistics.median(first))} wall clock "
         "(its first three calls, no target)"
     )
+
+    if args.instructions:
+        instructions(tmp, script, stack)
 
     ws_over = over["import workstate"][0] * 1000
     ratio = medians["serve"][0] / medians["bare app"][0]
