@@ -150,12 +150,12 @@ def cpu_so_far(pid: int) -> float:
 
 
 def start_server(
-    argv: Sequence[str], port: int, path: str
+    argv: Sequence[str], port: int, path: str, timeout: float = START_TIMEOUT
 ) -> tuple[float, subprocess.Popen[bytes]]:
     """Spawn ``argv`` and poll ``GET path`` until it answers 200: seconds taken, the process."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = start + START_TIMEOUT
+    deadline = start + timeout
     while True:
         try:
             status, _ = request(port, "GET", path)
@@ -168,7 +168,7 @@ def start_server(
             raise RuntimeError(f"{argv} exited {proc.returncode}: {err.decode()}")
         if time.perf_counter() > deadline:
             proc.kill()
-            raise RuntimeError(f"{argv} gave no answer to GET {path} in {START_TIMEOUT} s")
+            raise RuntimeError(f"{argv} gave no answer to GET {path} in {timeout:g} s")
         time.sleep(POLL_EVERY)
 
 
@@ -309,7 +309,7 @@ def instructions(tmp: pathlib.Path, bare_script: pathlib.Path, stack: tuple[str,
         out = tmp / f"start.{port}"
         cmd = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
         cmd += [a.format(port=port) for a in argv]
-        _, proc = start_server(cmd, port, path)
+        _, proc = start_server(cmd, port, path, timeout=600)  # valgrind: ~50x slower
         try:  # the counts up to now, the first answer (the server idles meanwhile)
             subprocess.run([control, "--dump", str(proc.pid)], check=True, capture_output=True)
         finally:
