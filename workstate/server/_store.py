@@ -472,7 +472,9 @@ class SqliteStore:
         try:
             meta = dict(con.execute("SELECT key, value FROM meta"))
             env_rows = list(con.execute("SELECT id, state FROM environments ORDER BY rowid"))
-            item_rows = list(con.execute("SELECT environment_id, work_id, seq, record FROM items"))
+            item_rows = list(  # by creation, as Environment.item_states gives them
+                con.execute("SELECT environment_id, work_id, seq, record FROM items ORDER BY seq")
+            )
             record_rows = list(con.execute("SELECT kind, key, value FROM records"))
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot be read ({exc}); it may be damaged") from None
