@@ -917,3 +917,13 @@ def test_a_refused_first_write_leaves_nothing_in_the_file(path: Path) -> None:
     assert again.environment_ids() == []
     assert again._keeper.records("environment_seed") == {}
     again.close()
+
+
+def test_items_load_in_creation_order_whatever_their_ids(path: Path) -> None:
+    """The file keys items by id; a load still gives them by creation, as item_states does."""
+    mock = MockServer(state=path, clock=ManualClock(T0), seed=43)
+    mock.create_work(ENV, work_id="work_1")
+    later = mock.create_work(ENV)
+    assert later.id < "work_1"  # the seed's id sorts first: the case an unordered read got wrong
+    assert stored_state(mock) == full_state(mock)
+    mock.close()

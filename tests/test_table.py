@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 
+import attrs
 import pytest
 from helpers import at, in_state
 
@@ -24,6 +26,7 @@ from workstate import (
     mermaid,
 )
 from workstate._engine import fire, lookup, machine
+from workstate._table import Rule
 
 PROFILES = [ANTHROPIC, QODER]
 PAIRS = [(s, o) for s in State for o in Operation]
@@ -73,6 +76,35 @@ def test_machine_lookup_and_table_agree(profile: Profile, state: State, op: Oper
     move = lookup(profile).get((state, op))
     assert (move.target if move else None) is expected
     assert (op in allowed_operations(profile, state)) is (expected is not None)
+
+
+# Every setting of the flags the conditional rows read, as a custom profile could set them.
+FLAG_PROFILES = [
+    attrs.evolve(ANTHROPIC, **dict(zip((r.value for r in Rule), flags, strict=True)))
+    for flags in itertools.product((False, True), repeat=len(Rule))
+]
+
+
+@pytest.mark.parametrize(
+    "profile",
+    FLAG_PROFILES,
+    ids=lambda p: "-".join(r.name.lower() for r in Rule if getattr(p, r.value)) or "none",
+)
+def test_the_lookup_read_from_the_table_is_the_machine(profile: Profile) -> None:
+    """``lookup`` reads the table without the machine; ``fire`` drives the machine: they agree."""
+    for state, op in PAIRS:
+        move = lookup(profile).get((state, op))
+        assert (move.target if move else None) is fire(profile, state, op), (state, op)
+        applying = [
+            mv
+            for mv in MOVES
+            if mv.source is state
+            and mv.operation is op
+            and (mv.when is None or getattr(profile, mv.when.value))
+            and (mv.unless is None or not getattr(profile, mv.unless.value))
+        ]
+        assert len(applying) <= 1, (state, op)  # never a choice between rows
+        assert (move is None) if not applying else (move is applying[0])
 
 
 def test_machine_is_strict_and_built_once() -> None:

@@ -2,18 +2,25 @@
 
 Theory of operation
 -------------------
-:func:`machine` builds one ``transitions.Machine`` from :data:`~workstate._table.MOVES`, once
-per process (``transitions`` decorates every model it serves, costing tens of kilobytes and
+Everything here is derived from one table, :data:`~workstate._table.MOVES`.
+
+:func:`machine` builds one ``transitions.Machine`` from the table, once per process and on first
+use (``transitions`` decorates every model it serves, costing tens of kilobytes and
 microseconds per object, so it never serves an item).  It is configured strictly: no automatic
 ``to_<state>`` moves, invalid triggers raise, and a conditional row carries its profile flag as
 a ``transitions`` condition (``when``) or ``unless``.
 
 The hot path does not call into ``transitions``: :func:`lookup` compiles, per profile, a plain
-dict from (state, operation) to the table's :class:`~workstate._table.Move`, read *out of the
-machine* (its events, sources, destinations and conditions), so the engine and the lookup
-cannot drift apart.  :func:`fire` drives the machine itself for one pair, which the exhaustive
-tests use to prove the machine, the lookup and the table agree.  :func:`mermaid` draws the
-diagram in ``docs/lifecycle.md`` from the same table.
+dict from (state, operation) to the table's :class:`~workstate._table.Move`, reading the rows
+with the machine's own rule: a conditional row applies when its profile flag is true (``when``)
+or false (``unless``), and under any setting of the flags at most one row applies to a pair
+(a test tries them all).  It reads the table rather than the machine so that
+``import workstate`` and the operations never import ``transitions`` (about 15 ms with the
+``logging`` and ``inspect`` it pulls in).  :func:`fire` drives the
+machine itself for one pair, and the exhaustive tests (``tests/test_table.py``) prove the
+machine, the lookup and the table agree for every profile, state and operation, so they cannot
+drift apart unnoticed.  :func:`mermaid` draws the diagram in ``docs/lifecycle.md`` from the
+same table.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-
-from transitions import Machine, MachineError
+from typing import TYPE_CHECKING
 
 from workstate._profile import Profile
 from workstate._table import MOVES, Move, Operation, Rule, State
+
+if TYPE_CHECKING:
+    from transitions import Machine
 
 __all__ = ["allowed_operations", "fire", "lookup", "machine", "mermaid"]
 
@@ -33,6 +42,8 @@ __all__ = ["allowed_operations", "fire", "lookup", "machine", "mermaid"]
 @functools.cache
 def machine() -> Machine:
     """The process's single ``transitions`` machine, built from the table on first use."""
+    from transitions import Machine  # on first use: see the theory of operation
+
     m = Machine(
         model=None,
         states=list(State),
@@ -52,26 +63,19 @@ def machine() -> Machine:
     return m
 
 
-def _index() -> dict[tuple[State, Operation, State, Rule | None], Move]:
-    return {(mv.source, mv.operation, mv.target, mv.when or mv.unless): mv for mv in MOVES}
-
-
 @functools.cache
 def lookup(profile: Profile) -> Mapping[tuple[State, Operation], Move]:
-    """The legal moves under ``profile``, keyed by (state, operation), read from the machine."""
-    index = _index()
+    """The legal moves under ``profile``, keyed by (state, operation), read from the table."""
     table: dict[tuple[State, Operation], Move] = {}
-    for operation in Operation:
-        event = machine().events[operation.value]
-        for source_name, candidates in event.transitions.items():
-            source = State[source_name]
-            for candidate in candidates:
-                conditions = candidate.conditions
-                rule = Rule(conditions[0].func) if conditions else None
-                if rule is not None and getattr(profile, rule.value) is not conditions[0].target:
-                    continue
-                target = State[candidate.dest] if candidate.dest is not None else source
-                table[(source, operation)] = index[(source, operation, target, rule)]
+    for operation in Operation:  # the order the machine's events list them in
+        for move in MOVES:
+            if move.operation is not operation:
+                continue
+            if move.when is not None and getattr(profile, move.when.value) is not True:
+                continue
+            if move.unless is not None and getattr(profile, move.unless.value) is not False:
+                continue
+            table[(move.source, operation)] = move
     return MappingProxyType(table)
 
 
@@ -98,6 +102,8 @@ def fire(profile: Profile, state: State, operation: Operation) -> State | None:
 
     For tests and tools, never the hot path: it attaches and detaches a model each call.
     """
+    from transitions import MachineError
+
     probe = _Probe(profile)
     m = machine()
     m.add_model(probe, initial=state)

@@ -126,7 +126,6 @@ import builtins
 import contextlib
 import datetime as _dt
 import functools
-import hashlib
 import itertools
 import math
 import operator
@@ -406,6 +405,8 @@ class Environment:
         self.profile: Profile = profile
         """The behaviour where providers differ; every item follows it."""
         self._id_factory = id_factory
+        import hashlib  # here, not at import: it loads OpenSSL, and only ids need it
+
         material = repr(environment_id if seed is None else seed).encode()
         key = hashlib.blake2b(material, digest_size=32).digest()
         self._id_hash = hashlib.blake2b(key=key, digest_size=_ID_DIGITS)

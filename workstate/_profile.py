@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import os
-import tomllib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -360,6 +359,8 @@ def load_profile(path: str | os.PathLike[str], *, base: Profile | None = None) -
     A file that cannot be read or is not TOML raises :class:`~workstate.InvalidInputError`
     with the key ``profile_file``.
     """
+    import tomllib  # only profile files need a TOML parser (about 7 ms to import)
+
     from workstate._errors import InvalidInputError
 
     try:

@@ -34,7 +34,8 @@ for no ``fsync`` per request.  ``synchronous="full"`` syncs the WAL on every com
 that must survive a power cut, at the price of a disk flush per request.  The file is opened in
 exclusive locking mode, so a second server on the same file fails at start-up instead of
 interleaving its writes; the lock dies with the process.  A new file is created readable by
-its owner only (it holds the items' secrets).
+its owner only (it holds the items' secrets).  ``sqlite3`` is imported when a file is
+opened, so a server without ``--state`` never loads it.
 
 Tables (schema version :data:`SCHEMA_VERSION`, stored as ``PRAGMA user_version``; the file is
 marked as ours with ``PRAGMA application_id``): ``meta`` (key → text: the profile's name and
@@ -69,11 +70,10 @@ import datetime as _dt
 import json
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -84,6 +84,9 @@ from workstate._records import WorkData
 from workstate._table import State
 from workstate._time import format_time, parse_time
 from workstate._work import Work, WorkBody
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = [
     "APPLICATION_ID",
@@ -395,6 +398,8 @@ class SqliteStore:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:
                 raise self._error(f"cannot be created: {exc.strerror}") from None
+        import sqlite3  # only a server with --state needs it: not imported at start-up otherwise
+
         try:
             con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.2)
         except sqlite3.Error as exc:
@@ -407,6 +412,8 @@ class SqliteStore:
         return con
 
     def _configure(self, con: sqlite3.Connection) -> None:
+        import sqlite3  # imported by _open already: this only binds the name
+
         try:
             self._check_and_init(con)
         except sqlite3.OperationalError as exc:  # locked by the server that holds the file
@@ -459,11 +466,15 @@ class SqliteStore:
 
     def load(self, profile: Profile) -> Snapshot:
         """Everything committed, checked record by record (a :class:`StateFileError` if not)."""
+        import sqlite3  # imported by _open already: this only binds the name
+
         con = self._connection()
         try:
             meta = dict(con.execute("SELECT key, value FROM meta"))
             env_rows = list(con.execute("SELECT id, state FROM environments ORDER BY rowid"))
-            item_rows = list(con.execute("SELECT environment_id, work_id, seq, record FROM items"))
+            item_rows = list(  # by creation, as Environment.item_states gives them
+                con.execute("SELECT environment_id, work_id, seq, record FROM items ORDER BY seq")
+            )
             record_rows = list(con.execute("SELECT kind, key, value FROM records"))
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot be read ({exc}); it may be damaged") from None

@@ -1,0 +1,137 @@
+"""What ``import workstate`` loads: the model, not the checkers or the optional dependencies.
+
+Each test runs a fresh interpreter (the test process has imported everything long ago) and
+reads its ``sys.modules``; nothing here is timed (``benchmarks/startup.py`` measures).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+# Loaded on first use only (see "Start-up" in docs/performance.md).
+CHECKERS = ["workstate._trace", "workstate._history", "workstate._linearize", "workstate._timeline"]
+OPTIONAL = ["pendulum", "dateutil", "transitions", "tomllib", "hypothesis", "sqlite3", "hashlib"]
+
+
+def run(code: str) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object, returned parsed."""
+    prelude = (
+        "import json, sys\ndef loaded(names):\n    return [n for n in names if n in sys.modules]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_import_workstate_loads_neither_the_checkers_nor_the_optional_dependencies() -> None:
+    out = run(
+        f"""
+        import workstate
+        print(json.dumps({{"loaded": loaded({CHECKERS + OPTIONAL + ["argparse"]!r})}}))
+        """
+    )
+    assert out == {"loaded": []}
+
+
+def test_the_server_loads_neither_the_checkers_nor_sqlite_without_a_state_file() -> None:
+    out = run(
+        f"""
+        import workstate.server._cli
+        from workstate.server import MockServer
+        MockServer().close()
+        print(json.dumps({{"loaded": loaded({CHECKERS + OPTIONAL[:-1]!r})}}))
+        """
+    )
+    assert out == {"loaded": []}
+
+
+def test_each_checker_name_loads_its_module_on_first_use() -> None:
+    out = run(
+        """
+        import workstate
+        names = set(dir(workstate))
+        before = loaded(["workstate._trace", "workstate._linearize"])
+        from workstate import check_history
+        check_trace = workstate.check_trace
+        print(json.dumps({
+            "all_in_dir": sorted(set(workstate.__all__) - names),
+            "before": before,
+            "after": loaded(["workstate._trace", "workstate._linearize"]),
+            "same": check_trace is sys.modules["workstate._trace"].check_trace
+            and check_history is sys.modules["workstate._linearize"].check_history,
+            "cached": "check_trace" in vars(workstate),
+            "doc": bool(workstate.TraceChecker.__doc__),
+        }))
+        """
+    )
+    assert out == {
+        "all_in_dir": [],
+        "before": [],
+        "after": ["workstate._trace", "workstate._linearize"],
+        "same": True,
+        "cached": True,
+        "doc": True,
+    }
+
+
+def test_pendulum_and_transitions_load_when_used() -> None:
+    out = run(
+        """
+        import datetime as dt
+        import workstate
+        from workstate._engine import fire
+        workstate.SystemClock().now()
+        workstate.ManualClock(dt.datetime(2026, 7, 1, tzinfo=dt.UTC)).advance(1)
+        before = loaded(["pendulum", "transitions"])
+        workstate.to_pendulum(dt.datetime(2026, 7, 1, tzinfo=dt.UTC))
+        fire(workstate.ANTHROPIC, workstate.State.QUEUED, workstate.Operation.ACK)
+        print(json.dumps({"before": before, "after": loaded(["pendulum", "transitions"])}))
+        """
+    )
+    assert out == {"before": [], "after": ["pendulum", "transitions"]}
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    out = run(
+        """
+        import workstate
+        try:
+            workstate.check_everything
+        except AttributeError as exc:
+            print(json.dumps({"error": str(exc)}))
+        """
+    )
+    assert out == {"error": "module 'workstate' has no attribute 'check_everything'"}
+
+
+def test_a_lazy_module_that_cannot_load_raises_its_import_error() -> None:
+    """Loading on first use hides nothing: a missing module is an ImportError when used."""
+    out = run(
+        """
+        import datetime as dt
+        sys.modules["pendulum"] = None  # as if pendulum were not installed
+        sys.modules["workstate._trace"] = None
+        import workstate
+        errors = []
+        for use in (
+            lambda: workstate.to_pendulum(dt.datetime(2026, 7, 1, tzinfo=dt.UTC)),
+            lambda: workstate.check_trace,
+        ):
+            try:
+                use()
+            except ImportError as exc:
+                errors.append(type(exc).__name__)
+        print(json.dumps({"errors": errors}))
+        """
+    )
+    assert out == {"errors": ["ModuleNotFoundError", "ModuleNotFoundError"]}
