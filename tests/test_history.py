@@ -532,6 +532,29 @@ def test_an_item_created_outside_the_history_is_adopted() -> None:
     assert report.illegal_calls == (1, 2)
 
 
+def test_an_adopted_acked_item_holds_only_the_lease_its_ack_started() -> None:
+    """Adopted from an ack's answer, an item never heartbeated holds what the profile's
+    ack_lease starts: under anthropic no lease, so an ack minutes later is still a retry."""
+    h = history(call(1, "ack", 1, 2, ACKED), call(2, "ack", 300, 301, ACKED))
+    assert check_history(h).ok
+    # A lease of the default TTL from the ack ran out at 08:02:01: the second ack is a new one.
+    assert check_history(h, profile=ACK_LEASE).verdict == "illegal"
+
+
+def test_a_create_answered_in_an_impossible_state_is_the_call_named() -> None:
+    """Found by ``answer_mutations``: with the create made ``info`` (the item then adopted from
+    the ack's answer), the acks are explained, so the smallest set is the create alone.  (The
+    create comes last in the file, so the shrinking tries it first.)"""
+    h = history(
+        call(1, "ack", 0, 1, ACKED),
+        call(2, "ack", 130, 131, ACKED),
+        call(0, "create", 0, 1, work("starting"), work_id=None),
+    )
+    report = check_history(h)
+    assert report.verdict == "illegal"
+    assert report.illegal_calls == (0,)
+
+
 def test_an_adopted_active_item_that_cannot_be_ordered_is_unknown() -> None:
     active = work("active", acknowledged_at=T.format(0), started_at=T.format(0),
                   latest_heartbeat_at=T.format(0))  # fmt: skip

@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from helpers import at, in_state, new
+from helpers import ACK_LEASE, at, in_state, new
 
 from workstate import (
+    ANTHROPIC,
     NO_HEARTBEAT,
     QODER,
     WORK_KEYS,
@@ -58,6 +59,24 @@ def test_parsed_lease_is_derived_from_public_fields() -> None:
     assert back.lease_expires_at == at(122)
     assert (back.attempt, back.version, back.touched_at) == (1, 1, at(2))
     assert work_from_json(new().to_json()).lease_expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("profile", "ttl", "deadline"),
+    [(ANTHROPIC, None, None), (ACK_LEASE, 120, at(121)), (QODER, 60, at(61))],
+    ids=["anthropic", "ack-lease", "qoder"],
+)
+@pytest.mark.parametrize("state", [State.STARTING, State.STOPPING])
+def test_an_item_never_heartbeated_holds_the_lease_its_ack_started(
+    profile: Any, ttl: int | None, deadline: Any, state: State
+) -> None:
+    """The profile's ack_lease decides, as in Work.ack: none at all under anthropic."""
+    w = new(profile).ack(at(1))
+    if state is State.STOPPING:
+        w = w.stop(at(3))
+    assert (w.ttl_seconds, w.lease_expires_at) == (ttl, deadline)
+    back = work_from_json(w.to_json(), profile=profile)
+    assert (back.state, back.ttl_seconds, back.lease_expires_at) == (state, ttl, deadline)
 
 
 def test_any_offset_is_accepted_and_normalised() -> None:

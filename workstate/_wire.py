@@ -257,9 +257,10 @@ def work_from_json(value: object, *, profile: Profile = ANTHROPIC, strict: bool 
     Raises :class:`~workstate.InvalidInputError` naming the first key at fault.  With
     ``strict=True`` (the default) an unknown key is an error too.  The private lease fields
     are derived from the public ones: the token is the formatted ``latest_heartbeat_at``; an
-    item in a lease-holding state gets the profile's default TTL from its latest heartbeat (or
-    ack); ``attempt`` is 1 once acknowledged; ``version`` is 1; ``touched_at`` is the latest
-    timestamp.
+    item in a lease-holding state gets the profile's default TTL from its latest heartbeat, or,
+    acked and never heartbeated, the lease the profile's ``ack_lease`` starts at the ack (none
+    under ``anthropic``); ``attempt`` is 1 once acknowledged; ``version`` is 1; ``touched_at``
+    is the latest timestamp.
 
     >>> from workstate import Work
     >>> import datetime as dt
@@ -294,7 +295,13 @@ def work_from_json(value: object, *, profile: Profile = ANTHROPIC, strict: bool 
     latest = stamps["latest_heartbeat_at"]
     ack = stamps["acknowledged_at"]
     ttl = deadline = None
-    if state in LEASE_STATES:
+    if state in LEASE_STATES and latest is None and ack is not None:
+        # No heartbeat yet: the lease is the one the ack started, which the profile's
+        # ack_lease decides (none at all under anthropic), as Work.ack does.
+        ttl = profile.ack_lease_seconds()
+        if ttl is not None:
+            deadline = saturating_add(ack, _dt.timedelta(seconds=ttl))  # private: never shown
+    elif state in LEASE_STATES:
         ttl = profile.default_ttl_seconds
         anchor = latest or ack or created
         deadline = saturating_add(anchor, _dt.timedelta(seconds=ttl))  # private: never shown
