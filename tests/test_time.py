@@ -18,7 +18,7 @@ from workstate import (
     parse_time,
     to_pendulum,
 )
-from workstate._time import truncate
+from workstate._time import EARLIEST, LATEST, resume_manual_clock, saturating_add, truncate
 
 
 @pytest.mark.parametrize(
@@ -123,3 +123,38 @@ def test_times_past_the_calendar_are_400_not_overflow() -> None:
             clock.advance(seconds)
         assert caught.value.key == "advance_seconds"
     assert clock.now() == T0
+
+
+_SECOND = dt.timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "delta", "ms", "expected"),
+    [
+        (T0, _SECOND, 500, at(1.5)),  # inside the calendar: the exact sum of both parts
+        (T0, -_SECOND, 250, at(-0.75)),
+        (T0, dt.timedelta(0), -2000, at(-2)),
+        (LATEST, dt.timedelta(0), 1, LATEST),  # one millisecond past the end
+        (LATEST, -_SECOND, 10**30, LATEST),  # the duration alone is too large: its sign decides
+        (EARLIEST, dt.timedelta(0), -1, EARLIEST),
+        (EARLIEST, -_SECOND, 0, EARLIEST),
+        (EARLIEST, _SECOND, -(10**30), EARLIEST),
+    ],
+)
+def test_saturating_add_holds_at_the_edges(
+    value: dt.datetime, delta: dt.timedelta, ms: int, expected: dt.datetime
+) -> None:
+    assert saturating_add(value, delta, milliseconds=ms) == expected
+
+
+def test_a_resumed_manual_clock_may_go_back_and_names_its_key() -> None:
+    clock = ManualClock(at(100))
+    resume_manual_clock(clock, at(5))
+    assert clock.now() == at(5)
+    with pytest.raises(InvalidInputError) as info:
+        resume_manual_clock(clock, dt.datetime(2026, 7, 1))
+    assert (info.value.key, info.value.message) == (
+        "clock",
+        "clock must be timezone-aware, got the naive datetime 2026-07-01T00:00:00",
+    )
+    assert clock.now() == at(5)

@@ -144,12 +144,17 @@ def saturating_add(
     >>> saturating_add(EARLIEST, milliseconds=10**30) == LATEST
     True
     """
-    try:
-        if milliseconds:
+    if milliseconds:
+        try:
             delta = delta + _dt.timedelta(milliseconds=milliseconds)
+        except OverflowError:
+            # Past what a timedelta holds, the milliseconds outweigh any delta: their sign
+            # decides (a delta of the other sign cannot pull the sum back into range).
+            return LATEST if milliseconds > 0 else EARLIEST
+    try:
         return value + delta
     except OverflowError:
-        return LATEST if (delta > _ZERO or milliseconds > 0) else EARLIEST
+        return LATEST if delta > _ZERO else EARLIEST
 
 
 def truncate(value: _dt.datetime, precision: Precision) -> _dt.datetime:
