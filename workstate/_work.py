@@ -642,10 +642,17 @@ class Work:
         plan = self._plan(op)
         deadline = self.lease_expires_at
         if deadline is None or now <= deadline:
+            # An acked item may hold no lease at all (the profile's ack_lease): say so, rather
+            # than quote a deadline that does not exist.
+            lease = (
+                "it holds no lease"
+                if deadline is None
+                else f"its lease runs until {format_time(deadline)}"
+            )
+            rule = "a lease's deadline" if deadline is None else "the deadline"
             raise IllegalMoveError(
-                f"cannot expire work {self.body.id}: its lease runs until "
-                f"{format_time(deadline) if deadline else 'no deadline'}, "
-                f"and it is {format_time(now)}; expire applies after the deadline",
+                f"cannot expire work {self.body.id}: {lease}, and it is {format_time(now)}; "
+                f"expire applies after {rule}",
                 error_type=self.body.profile.conflict_error_type,
                 work_id=self.body.id,
                 state=self.state,
