@@ -725,6 +725,28 @@ def test_metadata_emptied_by_a_patch_is_the_shared_empty_mapping() -> None:
     assert new(metadata={}).metadata is empty
 
 
+def test_the_creation_time_keeps_the_profiles_precision() -> None:
+    """§7: microseconds under anthropic; whole seconds under qoder, while the item's own
+    clock (the earliest time a later call may give) keeps the exact time."""
+    exact = T0 + dt.timedelta(microseconds=250)
+    for profile, created in ((ANTHROPIC, exact), (QODER, T0)):
+        w = Work.create(
+            id="work_1", environment_id="env_1", session_id="s", now=exact, profile=profile
+        )
+        assert (w.created_at, w.touched_at) == (created, exact)
+
+
+def test_a_subclass_is_created_with_the_same_fields() -> None:
+    class MyWork(Work):
+        pass
+
+    exact = T0 + dt.timedelta(microseconds=250)
+    mine = MyWork.create(id="work_1", environment_id="env_1", session_id="sesn_1", now=exact)
+    plain = Work.create(id="work_1", environment_id="env_1", session_id="sesn_1", now=exact)
+    assert type(mine) is MyWork
+    assert attrs.asdict(mine, recurse=False) == attrs.asdict(plain, recurse=False)
+
+
 # ------------------------------------------------------------------ the caches
 def test_a_profiles_rows_are_compiled_once() -> None:
     profile = attrs.evolve(ANTHROPIC, name="compiled-once")

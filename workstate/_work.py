@@ -127,7 +127,6 @@ class _Plan:
         "changes",
         "latest",
         "lease",
-        "move",
         "stamps",
         "started",
         "stop_requested",
@@ -141,7 +140,6 @@ class _Plan:
                 return True
             return False if stamp in move.clears else None
 
-        self.move = move
         self.target = move.target
         self.changes = move.changes
         self.lease = move.lease
