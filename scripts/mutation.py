@@ -108,14 +108,18 @@ def main() -> int:
     if not args.report:
         for module in args.modules:
             names = unkilled(module) if args.recheck else [f"workstate.{module}.*"]
-            if not names:
-                continue
-            print(f"+ mutmut run {module}: {len(names)} name(s)", flush=True)
-            subprocess.run(
-                [*MUTMUT, "run", "--max-children", str(args.max_children), *names],
-                cwd=ROOT,
-                check=False,
-            )
+            # mutmut makes the mutants of a changed function only when it runs, so the names
+            # a recheck gives it come from the results before: a second pass takes the new ones.
+            passes = 2 if args.recheck else 1
+            while names and passes:
+                print(f"+ mutmut run {module}: {len(names)} name(s)", flush=True)
+                subprocess.run(
+                    [*MUTMUT, "run", "--max-children", str(args.max_children), *names],
+                    cwd=ROOT,
+                    check=False,
+                )
+                passes -= 1
+                names = [n for n in unkilled(module) if n not in names] if passes else []
     report(args.modules)
     return 0
 
