@@ -555,6 +555,22 @@ def test_a_create_answered_in_an_impossible_state_is_the_call_named() -> None:
     assert report.illegal_calls == (0,)
 
 
+def test_under_a_binding_profile_an_adopted_items_worker_is_not_known() -> None:
+    """qoder refuses an ack from any worker but the one the item was handed to, which an item's
+    JSON does not show: an adopted item's refused ack proves nothing (anthropic never refuses
+    it).  Found by ``answer_mutations``: the smallest set named a refused ack, not the answer
+    that was changed."""
+    h = history(
+        call(0, "get", 0, 1, ACKED),
+        refused(1, "ack", 2, 3, 409, "invalid_request_error", worker_id="wrk_b"),
+    )
+    report = check_history(h, profile=QODER)
+    assert report.verdict == "unknown"
+    assert "not proven illegal" in report.problems[0].explanation
+    refused_409 = history(h.calls[0], refused(1, "ack", 2, 3, 409, "conflict_error"))
+    assert check_history(refused_409).verdict == "illegal"
+
+
 def test_an_adopted_active_item_that_cannot_be_ordered_is_unknown() -> None:
     active = work("active", acknowledged_at=T.format(0), started_at=T.format(0),
                   latest_heartbeat_at=T.format(0))  # fmt: skip

@@ -59,14 +59,15 @@ deliverable), or a timestamp in the answer (an ack's ``acknowledged_at``, a hear
 a later time is never better for what follows, so the choice is exact.  Ids, secrets and
 tokens come from the answers, as the trace checker adopts them.  An item whose creation is not
 in the history is *adopted*: calls are accepted until one answers with the whole item, which
-becomes the model's state (its lease's TTL taken as the profile's default).
+becomes the model's state (its lease as ``work_from_json`` derives it).
 
 **Where the search is not exact**, it says so: an ``info`` ack or heartbeat that took effect
 unseen starts a lease at a time nothing pins, and the search tries only the earliest time and
-the times later answers show; an adopted lease's TTL is a guess; under whole-second
-timestamps an ack's exact time within its second is not known, so an expiry of its lease
-within a second of the earliest deadline is not certain.  When an item that needed one of
-these cannot be ordered, the verdict for it is ``unknown``, never ``illegal``.
+the times later answers show; an adopted lease's TTL is a guess, and so, under a profile that
+binds acks to the delivering worker, is the worker an adopted item was handed to; under
+whole-second timestamps an ack's exact time within its second is not known, so an expiry of
+its lease within a second of the earliest deadline is not certain.  When an item that needed
+one of these cannot be ordered, the verdict for it is ``unknown``, never ``illegal``.
 
 **Verdicts.**  ``ok``; ``illegal`` with, for the first item that cannot be ordered, a smallest
 set of its calls whose answers cannot all be true (found by turning the others into ``info``
@@ -598,6 +599,10 @@ class _Model:
             return s
         if work.touched_at > t:
             t = work.touched_at  # the answer shows the server's clock had got this far
+        if self.profile.ack_binds_worker:
+            # The worker an item was handed to is not in its JSON: under a profile that binds
+            # acks to it, the model cannot tell which worker's ack a server would refuse.
+            self.approx = True
         window = None
         secret = sub.kind == "deliver"
         if secret:
