@@ -724,6 +724,14 @@ class StateKeeper:
 
     def flush(self) -> None:
         """Commit what changed under the lock; a 500 (keeping it for the next try) on failure."""
+        if not self.store.durable:
+            # Memory is the state: nothing to collect (the environments track no changes) and
+            # nowhere to write.  This runs at every release of the lock, so it must be cheap.
+            self._touched.clear()
+            self._puts.clear()
+            self._deletes.clear()
+            self._clear = False
+            return
         touched = self._touched
         if self._watched:
             touched.update(self._watched)
