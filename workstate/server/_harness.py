@@ -465,7 +465,11 @@ class HarnessMiddleware:
             if rule is not None:
                 effect = rule.effect
                 if effect.delay_ms:
-                    await asyncio.sleep(effect.delay_ms / 1000)
+                    # At least the delay by the journal's clock: uvloop's timers round to the
+                    # millisecond and may wake a fraction of one early.
+                    deadline = started + effect.delay_ms / 1000
+                    while (left := deadline - time.monotonic()) > 0:
+                        await asyncio.sleep(left)
                 if effect.status is not None or effect.drop == "before":
                     while not request_done and len(body) < _BODY_CAP:
                         if (await tee())["type"] != "http.request":
