@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
 import attrs
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -356,6 +355,14 @@ def _inspection(work: Work) -> dict[str, Any]:
     }
 
 
+def _worker_id(headers: Any) -> str | None:
+    """The ``anthropic-worker-id`` header (ASGI names are lower case), None if absent or empty."""
+    for name, value in headers:
+        if name == b"anthropic-worker-id":
+            return value.decode("latin-1") or None
+    return None
+
+
 def _transport(receive: Receive) -> asyncio.BaseTransport | None:
     """The socket transport behind ``receive``, when uvicorn serves the request."""
     transport = getattr(getattr(receive, "__self__", None), "transport", None)
@@ -396,8 +403,7 @@ class HarnessMiddleware:
         started = time.monotonic()
         request_id = harness.new_request_id()
         scope = {**scope, "state": {**scope.get("state", {}), "request_id": request_id}}
-        headers = Headers(scope=scope)
-        worker = headers.get("anthropic-worker-id") or None
+        worker = _worker_id(scope["headers"])
         method, path = scope["method"], scope["path"]
         facts = classify(method, path)
         epoch, seq, rule = harness._arrive(facts, worker)
@@ -425,26 +431,31 @@ class HarnessMiddleware:
 
         def finish(delivered: bool) -> None:
             # Recorded before the answer's last byte leaves (or the connection closes), so a
-            # client that has its answer finds the request in the journal.
+            # client that has its answer finds the request in the journal.  Only the raw
+            # pieces: the entry is built if it is ever read (see _Pending).
             nonlocal recorded
             if not recorded:
                 recorded = True
-                self._finish(
-                    epoch,
+                client = scope.get("client")
+                pending = _Pending(
                     seq,
                     request_id,
-                    scope,
+                    f"{client[0]}:{client[1]}" if over_socket and client else "asgi",
                     worker,
+                    method,
+                    path,
+                    scope.get("query_string", b""),
                     facts,
                     bytes(body),
                     started,
+                    time.monotonic(),
                     call,
                     rule,
                     status,
                     bytes(answer),
                     delivered,
-                    over_socket,
                 )
+                harness._record(epoch, pending)
 
         async def capture(message: Message) -> None:
             nonlocal status, sent
@@ -512,45 +523,6 @@ class HarnessMiddleware:
             error.to_json(request_id=request_id), status_code=effect.status, headers=headers
         )
         await response(scope, receive, send)
-
-    def _finish(
-        self,
-        epoch: int,
-        seq: int,
-        request_id: str,
-        scope: Scope,
-        worker: str | None,
-        facts: tuple[str | None, str | None, str | None],
-        body: bytes,
-        started: float,
-        call: _Call,
-        rule: FaultRule | None,
-        status: int | None,
-        answer: bytes,
-        sent: bool,
-        over_socket: bool,
-    ) -> None:
-        client = scope.get("client")
-        peer = f"{client[0]}:{client[1]}" if over_socket and client else "asgi"
-        pending = _Pending(
-            seq,
-            request_id,
-            peer,
-            worker,
-            scope["method"],
-            scope["path"],
-            scope.get("query_string", b""),
-            facts,
-            body,
-            started,
-            time.monotonic(),
-            call,
-            rule,
-            status,
-            answer,
-            sent,
-        )
-        self.harness._record(epoch, pending)
 
 
 class _Pending:

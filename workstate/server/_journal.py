@@ -42,6 +42,7 @@ No I/O here, no clock reads: the adapter passes every time in.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, cast
@@ -95,11 +96,14 @@ class RequestFacts(NamedTuple):
 _NONE = RequestFacts(None, None, None)
 
 
+@functools.lru_cache(maxsize=4096)
 def classify(method: str, path: str) -> RequestFacts:
     """The operation, environment and item a request is about.
 
     Every request is classified, so this splits the path once instead of trying a pattern per
-    route; a path segment is any non-empty text without ``/`` (an empty one matches nothing).
+    route, and remembers the latest few thousand answers (a worker heartbeats the same path
+    over and over); a path segment is any non-empty text without ``/`` (an empty one matches
+    nothing).
 
     >>> classify("POST", "/v1/environments/env_a/work/work_1/heartbeat")
     RequestFacts(operation='heartbeat', environment_id='env_a', work_id='work_1')
