@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +81,13 @@ def build(samples: dict[str, Any], render: Callable[[Any], bytes]) -> Starlette:
             Route("/mock/clock", other, methods=["GET", "POST"]),
         ]
     )
+
+
+def granian_app() -> Starlette:
+    """The floor for granian: ``granian --interface asgi --factory floor:granian_app`` (the
+    samples file in ``$FLOOR_SAMPLES``, the renderer in ``$FLOOR_JSON``)."""
+    with open(os.environ["FLOOR_SAMPLES"], encoding="utf-8") as f:
+        return build(json.load(f), renderer(os.environ.get("FLOOR_JSON", "json")))
 
 
 def main() -> None:

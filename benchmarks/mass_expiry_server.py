@@ -4,9 +4,10 @@ Used by ``benchmarks/server.py`` for its mass-expiry scenario; it builds the sta
 (250,000 items over HTTP would take many minutes), then serves it exactly as ``python -m
 workstate serve`` does (the same ``serve`` function, stack and uvicorn settings).
 
-Every item is created, polled and acked at one instant T0 (the core takes time as an argument),
-so every lease ends at T0 + TTL; the TTL is chosen from a timed sample so that the build, the
-start and the benchmark's quiet run fit before it.  Ten more items, acked the same way, are
+Every item is created, polled, acked and heartbeated at one instant T0 (the core takes time
+as an argument), so every lease ends at T0 + TTL; the TTL is chosen from a timed sample so that
+the build, the start and the benchmark's quiet run fit before it.  Ten more items, acked the
+same way, are
 the ones the benchmark heartbeats (their heartbeats renew their leases, so only the N lapse).
 It writes ``{"environment_id", "ids", "lapse_at"}`` (``lapse_at`` in Unix seconds) to the
 ``--info`` file before it starts listening.
@@ -61,6 +62,7 @@ def main() -> None:
             work = env.poll(t0)
             assert work is not None
             env.ack(work.id, t0)
+            env.heartbeat(work.id, t0)  # active, as a worker leaves it (an ack holds no lease)
             if n >= args.items:
                 ids.append(work.id)
     lapse_at = t0.timestamp() + ttl

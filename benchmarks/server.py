@@ -45,6 +45,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -243,7 +244,8 @@ class Stack:
         args, spec = self.args, STACKS[self.name]
         most = max(args.connections)
         ws_port, floor_port = free_port(), free_port()
-        with running(workstate_argv(ws_port, *spec["serve"]), ws_port) as ws:
+        serve = [*spec["serve"], *shlex.split(args.serve_args)]
+        with running(workstate_argv(ws_port, *serve), ws_port) as ws:
             self.ids, samples = acked_items(ws_port, HB_ENV, most)
             sample_file = self.tmp / f"samples-{self.name}.json"
             sample_file.write_text(json.dumps(samples))
@@ -409,6 +411,102 @@ def mass_expiry(args: argparse.Namespace) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------------------ stack survey
+# The floor alone on each candidate stack: what each package is worth before any workstate code.
+SURVEY: dict[str, list[str]] = {
+    "uvicorn h11, asyncio, json": ["--loop", "asyncio", "--http", "h11"],
+    "uvicorn h11, asyncio, orjson": ["--loop", "asyncio", "--http", "h11", "--json", "orjson"],
+    "uvicorn h11, uvloop, orjson": ["--loop", "uvloop", "--http", "h11", "--json", "orjson"],
+    "uvicorn httptools, uvloop, orjson": [
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--json",
+        "orjson",
+    ],
+}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants (granian serves from a child process)."""
+    total = cpu_seconds(pid)
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += tree_cpu(int(child))
+    return total
+
+
+def survey(args: argparse.Namespace, tmp: Path) -> list[str]:
+    """Heartbeat-shaped requests at 10 connections against the floor on each stack."""
+    port = free_port()
+    with running(workstate_argv(port, "--stack", "plain"), port):
+        ids, samples = acked_items(port, HB_ENV, 10)
+    sample_file = tmp / "samples-survey.json"
+    sample_file.write_text(json.dumps(samples))
+    variants: dict[str, tuple[list[str], dict[str, str]]] = {
+        name: (floor_argv(0, sample_file, *extra), {}) for name, extra in SURVEY.items()
+    }
+    if shutil.which("granian") or (Path(sys.executable).parent / "granian").exists():
+        granian = str(Path(sys.executable).parent / "granian")
+        for name, loop in (("granian, uvloop, orjson", "uvloop"),):
+            variants[name] = (
+                [
+                    granian,
+                    "--interface",
+                    "asgi",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--workers",
+                    "1",
+                    "--runtime-threads",
+                    "1",
+                    "--loop",
+                    loop,
+                    "--no-log",
+                    "--working-dir",
+                    str(HERE),
+                    "--factory",
+                    "floor:granian_app",
+                ],
+                {"FLOOR_SAMPLES": str(sample_file), "FLOOR_JSON": "orjson"},
+            )
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (argv, env) in variants.items():
+            port = free_port()
+            argv = [
+                str(port) if a == "0" and argv[i - 1] == "--port" else a for i, a in enumerate(argv)
+            ]
+            proc = subprocess.Popen(
+                pinned(SERVER_CORE, argv), stdout=subprocess.DEVNULL, env={**os.environ, **env}
+            )
+            try:
+                wait_listening(port, proc)
+                wrk(port, "heartbeat.lua", 10, 1, HB_ENV, ",".join(ids))
+                before = tree_cpu(proc.pid)
+                r = wrk(port, "heartbeat.lua", 10, args.duration, HB_ENV, ",".join(ids))
+                cpu = (tree_cpu(proc.pid) - before) / max(r["requests"], 1) * 1e6
+                rates[name].append((r["rate"], cpu))
+                print(f"  [survey {name}] {r['rate']:.0f} req/s, {cpu:.0f} µs/req", file=sys.stderr)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    base = statistics.median(r for r, _ in rates[next(iter(variants))])
+    lines = [
+        "",
+        "| floor stack (heartbeat, 10 connections) | req/s | vs plain | server CPU µs/req |",
+    ]
+    lines.append("|---|---:|---:|---:|")
+    for name, runs in rates.items():
+        rate = statistics.median(r for r, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        lines.append(f"| {name} | {rate:,.0f} | {rate / base:.2f} | {cpu:.0f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 25k-lease expiry")
@@ -419,6 +517,13 @@ def main() -> None:
     parser.add_argument("--stacks", default="auto", help="plain, fast or both (plain,fast) [auto]")
     parser.add_argument("--mass", type=int, default=None, help="leases in the expiry [250000]")
     parser.add_argument("--no-extras", action="store_true", help="skip access log and expiry")
+    parser.add_argument("--survey", action="store_true", help="only the floor on each stack")
+    parser.add_argument("--extras-only", action="store_true", help="only access log and expiry")
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        help="more options for serve, e.g. '--state /tmp/b.db' (its file must not exist yet)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit(
@@ -442,8 +547,13 @@ def main() -> None:
         f"server on core {SERVER_CORE}, wrk (1 thread) on core {LOAD_CORE}; "
         f"Python {sys.version.split()[0]}"
     ]
+    if args.survey:
+        with tempfile.TemporaryDirectory() as tmp:
+            lines += survey(args, Path(tmp))
+        print("\n".join(lines))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.stacks:
+        for name in [] if args.extras_only else args.stacks:
             stack = Stack(name, args, Path(tmp))
             stack.run()
             lines += report(stack)

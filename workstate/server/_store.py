@@ -713,6 +713,8 @@ class StateKeeper:
 
     def put(self, kind: str, key: str, value: Any) -> None:
         """Stage the JSON-able ``value`` under (``kind``, ``key``), committed with this call."""
+        if not self.store.durable:
+            return  # memory is the state: nothing to stage (a poll mints a token record)
         text = _dumps(value)  # now: a value that is not JSON fails in the caller, not the commit
         self._deletes.discard((kind, key))
         self._puts[kind, key] = text
