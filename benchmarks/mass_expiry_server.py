@@ -6,9 +6,9 @@ workstate serve`` does (the same ``serve`` function, stack and uvicorn settings)
 
 Every item is created, polled, acked and heartbeated at one instant T0 (the core takes time
 as an argument), so every lease ends at T0 + TTL; the TTL is chosen from a timed sample so that
-the build, the start and the benchmark's quiet run fit before it.  Ten more items, acked the
-same way, are
-the ones the benchmark heartbeats (their heartbeats renew their leases, so only the N lapse).
+the build, the start and the benchmark's quiet run fit before it.  Ten more items, made the
+same way, are the ones the benchmark heartbeats (their heartbeats renew their leases, so only
+the N lapse).
 It writes ``{"environment_id", "ids", "lapse_at"}`` (``lapse_at`` in Unix seconds) to the
 ``--info`` file before it starts listening.
 
