@@ -67,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--access-log",
         action="store_true",
-        help="log one line per request (at info level; it costs about a third of the "
-        "throughput) [off]",
+        help="log one line per request (at info level; it cost 6-21%% of the throughput in "
+        "benchmarks/server.py) [off]",
     )
     parser.add_argument(
         "--stack",
