@@ -344,3 +344,18 @@ def test_a_sink_gets_a_pending_entry_built_at_once() -> None:
     assert pending.builds == 1
     journal.reset()
     assert len(journal) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/sessions/sesn_1/events/stream"),  # a stream is only read
+        ("GET", "/v1/sessions/sesn_1/events/other"),
+        ("GET", "/v1/sessions/sesn_1/other"),
+        ("DELETE", "/v1/sessions/sesn_1/events"),
+        ("GET", "/v1/sessions/sesn_1/events/stream/more"),
+    ],
+)
+def test_paths_beside_the_session_routes_are_no_operation(method: str, path: str) -> None:
+    assert classify(method, path) == (None, None, None)
+    assert _reference(method, path) == (None, None, None)

@@ -150,3 +150,23 @@ def test_serve_hands_uvicorn_the_stack_and_the_access_log(
         _cli.serve(MockServer(), sock, "warning", stack=stack, access_log=True)
     assert seen == {"loop": loop, "access_log": True}
     assert _render.orjson_in_use() is orjson
+
+
+def test_a_client_watch_outside_uvicorn_asks_the_receive_channel() -> None:
+    """In process (no uvicorn request cycle behind receive) the watch asks Starlette."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from workstate.server._disconnect import ClientWatch
+
+    messages = [{"type": "http.request", "body": b""}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def main() -> tuple[bool, bool]:
+        watch = ClientWatch(Request({"type": "http", "method": "GET", "headers": []}, receive))
+        return await watch.gone(), await watch.gone()
+
+    assert asyncio.run(main()) == (False, True)
