@@ -1,291 +1,573 @@
-"""Mock server throughput and latency for heartbeats, with 1, 10 and 100 concurrent clients.
+"""The mock server under an external load generator (wrk), against a bare Starlette floor.
 
-Run by hand (a few seconds per level)::
+Run by hand (not in CI; needs ``wrk``: ``apt-get install -y wrk``)::
 
-    python benchmarks/server.py                 # server in a subprocess: python -m workstate serve
-    python benchmarks/server.py --duration 5 --clients 1,10,100,200
+    python benchmarks/server.py            # about 10 minutes: 3 rounds, 5 s per run
+    python benchmarks/server.py --quick    # about 2 minutes: 1 round, 2 s per run, smaller expiry
+    python benchmarks/server.py --stacks plain,fast --connections 1,10,100 --rounds 3
 
-The server runs in its own process (real clock, ``--log-level warning``) on a loopback
-ephemeral port.  The load comes from one asyncio process with ``httpx2.AsyncClient``: each
-client owns one active item and heartbeats it back to back, echoing the token, for
-``--duration`` seconds.  Printed per level: requests per second, p50 and p99 latency, and the
-server process's CPU time per request (from ``/proc``, Linux only): with every process on one
-small machine the load generator, not the server, is often the bottleneck, and the CPU cost
-per request says what the server would sustain with the load elsewhere.
+What it runs.  Two servers per stack, each pinned to core 0 (``taskset -c 0``): ``python -m
+workstate serve`` and ``benchmarks/floor.py``, a bare Starlette app with the same routes, the
+same uvicorn settings and HTTP stack, and answers of the same size and shape (captured from the
+workstate server at the start of the run), but no workstate code.  wrk runs pinned to core 1
+with one thread and 1, 10 and 100 connections, driving Lua scripts from ``benchmarks/wrk/``:
 
-Baselines, measured in the same run so that ratios compare like with like:
+* ``heartbeat``: ``POST .../work/{id}/heartbeat``, round robin over as many pre-acked items as
+  connections (so no two requests in flight touch one item);
+* ``poll_ack``: poll, and ack what the poll delivered (the script's ``response()`` reads the
+  id); every run gets its own environment, filled first to a depth the run cannot drain (the
+  script counts empty polls, and the run is flagged if there were any);
+* ``get``: ``GET .../work/{id}`` over the same items.
 
-* ``GET /mock/clock`` at the same concurrency: the floor of the HTTP stack (uvicorn, Starlette,
-  our middleware) with next to no work behind it; ``heartbeat/floor`` shows what the core and
-  the adapter add per request;
-* the same heartbeats straight on an in-process ``Environment`` (no HTTP): the core's share.
+Rounds alternate which server goes first; every figure is the median over rounds.  Printed per
+stack, scenario and connection count: requests/s, p50/p99/max latency, server CPU per request
+(``/proc/<pid>/stat`` utime+stime over the run), the server core's busy share (the floor near
+100% shows the server, not wrk, is the bottleneck; wrk's own CPU share is printed too) and the
+workstate/floor ratios.
 
-Durability (``--durable-clients``, default 1 and 10): the same floor and heartbeat runs against
-a server with ``--state FILE`` (``--state-sync normal``, then ``full``), each against a fresh
-in-memory server measured right before it; the ratio column is durable/in-memory, for the
-request rate and for the server's CPU time per request.  On the real clock every request hands
-the core a new time, so even the floor (``GET /mock/clock``) commits the clock: it is the
-cost of the smallest commit.  Over HTTP on a busy machine these ratios are noisy, so the
-same comparison is also made in process, without HTTP: heartbeats through ``MockServer``'s lock
-(``_touch``, the core's call, the commit at release) on a real clock, memory against a state
-file, µs per call as the lower quartile of chunks of 200.
+Then, on the chosen (first) stack: the cost of the access log (``serve --access-log``,
+heartbeats at 10 connections), and a mass expiry: heartbeat p99 at 10 connections while
+250,000 leases lapse at once, against the same server's quiet p99 (``benchmarks/
+mass_expiry_server.py`` builds that state in process, then serves it exactly as ``serve`` does).
+
+Stacks: ``plain`` is uvicorn's h11 parser on asyncio with the standard library's json; ``fast``
+is what ``pip install 'sandbox-workstate[fast]'`` brings and ``serve`` then uses (see
+``docs/performance.md``).  The floor always runs the same stack as the server it is compared
+with, so each ratio compares like with like.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime as dt
+import contextlib
+import http.client
+import importlib.util
+import json
 import os
 import re
+import shlex
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-import httpx2
+HERE = Path(__file__).resolve().parent
+WRK_DIR = HERE / "wrk"
+SERVER_CORE, LOAD_CORE = "0", "1"
+HB_ENV = "env_bench"
 
-from workstate import NO_HEARTBEAT
-from workstate._environment import Environment
-from workstate.server import MockServer
+# What each stack means for the two servers: serve's flag, and the floor's uvicorn options.
+STACKS: dict[str, dict[str, Any]] = {
+    "plain": {"serve": ["--stack", "plain"], "floor": ["--loop", "asyncio", "--http", "h11"]},
+    "fast": {
+        "serve": ["--stack", "fast"],
+        "floor": ["--loop", "uvloop", "--http", "h11", "--json", "orjson"],
+    },
+}
 
-ENV = "env_bench"
 
-
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time of process ``pid`` (None where /proc is unavailable)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
+# ------------------------------------------------------------------------------ processes
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(*extra: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workstate",
-            "serve",
-            "--port",
-            "0",
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (http://\S+) ", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"the server did not start: {line!r}")
-    return proc, match.group(1)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-async def claim(http: httpx2.AsyncClient) -> tuple[str, str]:
-    """Create, poll, ack and first-heartbeat one item; its id and token."""
-    work_id = (await http.post(f"/mock/environments/{ENV}/work")).json()["id"]
-    polled = (await http.get(f"/v1/environments/{ENV}/work/poll")).json()
-    assert polled is not None
-    assert polled["id"] == work_id
-    await http.post(f"/v1/environments/{ENV}/work/{polled['id']}/ack")
-    beat = await http.post(
-        f"/v1/environments/{ENV}/work/{polled['id']}/heartbeat",
-        params={"expected_last_heartbeat": NO_HEARTBEAT},
-    )
-    assert beat.status_code == 200, beat.text
-    return polled["id"], beat.json()["last_heartbeat"]
+def pinned(core: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *argv] if shutil.which("taskset") else argv
 
 
-async def run_level(
-    url: str, clients: int, duration: float, kind: str
-) -> tuple[int, float, list[float]]:
-    """``clients`` concurrent loops of one request kind; (requests, seconds, latencies)."""
-    limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx2.AsyncClient(base_url=url, limits=limits, verify=False, timeout=30) as http:
-        items = [await claim(http) for _ in range(clients)] if kind == "heartbeat" else []
-        tokens = [token for _, token in items]  # the latest token of each item, across runs
-        latencies: list[float] = []
-        stop_at = 0.0
-
-        async def loop(n: int) -> None:
-            while time.perf_counter() < stop_at:
-                start = time.perf_counter()
-                if kind == "heartbeat":
-                    r = await http.post(
-                        f"/v1/environments/{ENV}/work/{items[n][0]}/heartbeat",
-                        params={"expected_last_heartbeat": tokens[n]},
-                    )
-                else:
-                    r = await http.get("/mock/clock")
-                latencies.append(time.perf_counter() - start)
-                if r.status_code != 200:
-                    raise SystemExit(f"unexpected answer {r.status_code}: {r.text}")
-                if kind == "heartbeat":
-                    tokens[n] = r.json()["last_heartbeat"]
-
-        # A short warm-up opens the connections, then the measured run.
-        stop_at = time.perf_counter() + 0.3
-        await asyncio.gather(*(loop(n) for n in range(clients)))
-        latencies.clear()
-        begin = time.perf_counter()
-        stop_at = begin + duration
-        await asyncio.gather(*(loop(n) for n in range(clients)))
-        return len(latencies), time.perf_counter() - begin, latencies
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with status {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port} after {timeout} s")
 
 
-def in_process_heartbeats(duration: float) -> float:
-    """Heartbeats per second straight on an Environment (the core's share of the cost)."""
-    env = Environment("env_core")
-    t = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
-    step = dt.timedelta(microseconds=7)
-    env.create(t, work_id="work_core")
-    env.poll(t)
-    env.ack("work_core", t)
-    token = env.heartbeat("work_core", t, expected_last_heartbeat=NO_HEARTBEAT).last_heartbeat
-    count = 0
-    begin = time.perf_counter()
-    while time.perf_counter() - begin < duration:
-        for _ in range(1000):
-            t += step
-            token = env.heartbeat("work_core", t, expected_last_heartbeat=token).last_heartbeat
-        count += 1000
-    return count / (time.perf_counter() - begin)
-
-
-def measure(
-    extra: tuple[str, ...], clients: int, duration: float, kind: str
-) -> tuple[float, float]:
-    """(requests per second, server CPU µs per request) of one run on a fresh server."""
-    proc, url = start_server(*extra)
+@contextlib.contextmanager
+def running(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(pinned(SERVER_CORE, argv), stdout=subprocess.DEVNULL)
     try:
-        before = cpu_seconds(proc.pid)
-        count, seconds, _ = asyncio.run(run_level(url, clients, duration, kind))
-        after = cpu_seconds(proc.pid)
+        wait_listening(port, proc)
+        yield proc
     finally:
         proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    cost = float("nan") if before is None or after is None else (after - before) / count * 1e6
-    return count / seconds, cost
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def durability(levels: list[int], duration: float) -> None:
-    """The cost of ``--state FILE`` against the in-memory mode, measured side by side."""
-    print(f"\ndurability: --state FILE against the in-memory mode ({duration:g} s per run)")
-    print(
-        f"{'clients':>7} {'kind':>10} {'mode':>12} {'req/s':>8} {'ratio':>6} "
-        f"{'server CPU µs/req':>18} {'ratio':>6}"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        for clients in levels:
-            for kind in ("floor", "heartbeat"):
-                for sync in ("normal", "full"):
-                    path = os.path.join(tmp, f"state-{clients}-{kind}-{sync}.db")
-                    base_rate, base_cost = measure((), clients, duration, kind)
-                    extra = ("--state", path, "--state-sync", sync)
-                    rate, cost = measure(extra, clients, duration, kind)
-                    for mode, r, c in (("memory", base_rate, base_cost), (sync, rate, cost)):
-                        print(
-                            f"{clients:>7} {kind:>10} {mode:>12} {r:>8.0f} {r / base_rate:>6.2f} "
-                            f"{c:>18.0f} {c / base_cost:>6.2f}"
-                        )
+def workstate_argv(port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "workstate", "serve", "--port", str(port),
+        "--log-level", "warning", "--default-ttl", "3600", *extra,
+    ]  # fmt: skip
 
 
-def locked_heartbeats(server: MockServer, duration: float) -> float:
-    """µs per heartbeat through the server's lock and store, no HTTP (lower quartile)."""
-    env_id = "env_core"
-    made = server.create_work(env_id)
-    with server.lock:
-        env, now = server._touch(env_id)
-        env.poll(now)
-        env.ack(made.id, now)
-    token = NO_HEARTBEAT
-    chunks: list[float] = []
-    begin = time.perf_counter()
-    while time.perf_counter() - begin < duration or len(chunks) < 5:
-        start = time.perf_counter()
-        for _ in range(200):
-            with server.lock:
-                env, now = server._touch(env_id)
-                token = env.heartbeat(made.id, now, expected_last_heartbeat=token).last_heartbeat
-        chunks.append((time.perf_counter() - start) / 200 * 1e6)
-    return quantile(chunks, 0.25)
+def floor_argv(port: int, samples: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(HERE / "floor.py"), "--port", str(port),
+        "--samples", str(samples), *extra,
+    ]  # fmt: skip
 
 
-def in_process_durability(duration: float) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        costs = {"memory": locked_heartbeats(MockServer(), duration)}
-        for sync in ("normal", "full"):
-            server = MockServer(state=os.path.join(tmp, f"{sync}.db"), state_sync=sync)
-            costs[sync] = locked_heartbeats(server, duration)
-            server.close()
-        costs["memory again"] = locked_heartbeats(MockServer(), duration)
-    base = min(costs["memory"], costs["memory again"])
-    print("\nin process (no HTTP): one heartbeat under MockServer's lock, with its commit")
-    for mode, cost in costs.items():
-        print(f"{mode:>14} {cost:>8.1f} µs/call {cost / base:>6.2f}× memory")
+# ------------------------------------------------------------------------------ setup calls
+class Client:
+    """A keep-alive HTTP/1.1 client for the setup calls (not the measured load)."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(self, method: str, path: str) -> Any:
+        self.conn.request(method, path, headers={"content-length": "0"})
+        response = self.conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise SystemExit(f"{method} {path}: {response.status} {body[:300]!r}")
+        return json.loads(body)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
-def quantile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per level [3]")
-    parser.add_argument("--clients", default="1,10,100", help="concurrency levels [1,10,100]")
-    parser.add_argument(
-        "--durable-clients",
-        default="1,10",
-        help="concurrency levels of the durability comparison; 'none' to skip it [1,10]",
-    )
-    args = parser.parse_args(argv)
-    levels = [int(c) for c in args.clients.split(",")]
-    proc, url = start_server()
-    try:
-        print(f"server: {url} (separate process); load: one asyncio process, httpx2")
-        print(
-            f"{'clients':>7} {'kind':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'ratio':>6} {'server CPU µs/req':>18}"
+def acked_items(port: int, env: str, count: int) -> tuple[list[str], dict[str, Any]]:
+    """``count`` items created, polled and acked; their ids, and one answer of each kind."""
+    client = Client(port)
+    ids: list[str] = []
+    samples: dict[str, Any] = {}
+    for _ in range(count):
+        client.call("POST", f"/mock/environments/{env}/work")
+        polled = client.call("GET", f"/v1/environments/{env}/work/poll")
+        samples.setdefault("poll", polled)
+        samples.setdefault(
+            "ack", client.call("POST", f"/v1/environments/{env}/work/{polled['id']}/ack")
         )
-        for clients in levels:
-            floor_rate = None
-            for kind in ("floor", "heartbeat"):
-                before = cpu_seconds(proc.pid)
-                count, seconds, lat = asyncio.run(run_level(url, clients, args.duration, kind))
-                after = cpu_seconds(proc.pid)
-                rate = count / seconds
-                floor_rate = floor_rate or rate
-                # The CPU time includes the warm-up and set-up requests: a slight overestimate.
-                cost = (
-                    "n/a"
-                    if before is None or after is None
-                    else f"{(after - before) / count * 1e6:.0f}"
-                )
-                print(
-                    f"{clients:>7} {kind:>10} {rate:>8.0f} {quantile(lat, 0.5) * 1000:>8.2f} "
-                    f"{quantile(lat, 0.99) * 1000:>8.2f} {rate / floor_rate:>6.2f} {cost:>18}"
-                )
+        ids.append(polled["id"])
+    samples["heartbeat"] = client.call("POST", f"/v1/environments/{env}/work/{ids[0]}/heartbeat")
+    samples["get"] = client.call("GET", f"/v1/environments/{env}/work/{ids[0]}")
+    client.close()
+    return ids, samples
+
+
+def queued(port: int, env: str) -> int:
+    client = Client(port)
+    try:
+        return int(client.call("GET", f"/v1/environments/{env}/work/stats")["depth"])
     finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    core = in_process_heartbeats(min(args.duration, 1.0))
-    print(f"in-process Environment.heartbeat (no HTTP): {core:,.0f}/s")
-    if args.durable_clients != "none":
-        durability([int(c) for c in args.durable_clients.split(",")], args.duration)
-        in_process_durability(min(args.duration, 1.0))
-    return 0
+        client.close()
+
+
+# ------------------------------------------------------------------------------ wrk
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(
+    port: int, script: str, connections: int, duration: float, *args: str, pid: int | None = None
+) -> dict[str, Any]:
+    """One wrk run; its rate, latencies, and the server's and wrk's CPU over it."""
+    argv = [
+        "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+        "--timeout", "30s", "-s", str(WRK_DIR / script), f"http://127.0.0.1:{port}", "--", *args,
+    ]  # fmt: skip
+    before = cpu_seconds(pid) if pid else 0.0
+    children = os.times()
+    begin = time.monotonic()
+    out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True).stdout
+    elapsed = time.monotonic() - begin
+    after = os.times()
+    server_cpu = (cpu_seconds(pid) - before) if pid else 0.0
+    wrk_cpu = (after.children_user - children.children_user) + (
+        after.children_system - children.children_system
+    )
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    result: dict[str, Any] = {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": requests,
+        "max": _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "server_cpu_us": server_cpu / max(requests, 1) * 1e6,
+        "server_busy": server_cpu / elapsed,
+        "wrk_busy": wrk_cpu / elapsed,
+        "errors": _errors(out),
+    }
+    for pct in ("50", "99"):
+        result[f"p{pct}"] = _ms(re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    found = re.search(r"POLL_ACK delivered=(\d+) empty=(\d+)", out)
+    if found:
+        result["delivered"], result["empty"] = int(found.group(1)), int(found.group(2))
+    return result
+
+
+def _errors(out: str) -> int:
+    total = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: (.*)"):
+        found = re.search(pattern, out)
+        if found:
+            total += sum(int(n) for n in re.findall(r"\d+", found.group(1)))
+    return total
+
+
+# ------------------------------------------------------------------------------ one stack
+class Stack:
+    """The workstate server and the floor for one stack, and the runs made against them."""
+
+    def __init__(self, name: str, args: argparse.Namespace, tmp: Path) -> None:
+        self.name, self.args, self.tmp = name, args, tmp
+        self.results: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+        self.fill_count = 0
+        self.pair_rate = 3000.0  # poll+ack pairs/s guess, refined by each run
+
+    def run(self) -> None:
+        args, spec = self.args, STACKS[self.name]
+        most = max(args.connections)
+        ws_port, floor_port = free_port(), free_port()
+        serve = [*spec["serve"], *shlex.split(args.serve_args)]
+        with running(workstate_argv(ws_port, *serve), ws_port) as ws:
+            self.ids, samples = acked_items(ws_port, HB_ENV, most)
+            sample_file = self.tmp / f"samples-{self.name}.json"
+            sample_file.write_text(json.dumps(samples))
+            with running(floor_argv(floor_port, sample_file, *spec["floor"]), floor_port) as fl:
+                servers = {"floor": (floor_port, fl.pid), "workstate": (ws_port, ws.pid)}
+                for port, pid in servers.values():  # warm both up
+                    wrk(port, "heartbeat.lua", 10, 1, HB_ENV, ",".join(self.ids[:10]), pid=pid)
+                for level in args.connections:
+                    for round_ in range(args.rounds):
+                        order = (
+                            ["floor", "workstate"] if round_ % 2 == 0 else ["workstate", "floor"]
+                        )
+                        for scenario in args.scenarios:
+                            for who in order:
+                                port, pid = servers[who]
+                                result = self.one(scenario, who, port, pid, level, ws_port)
+                                self.results.setdefault((scenario, level, who), []).append(result)
+                                progress(self.name, scenario, level, round_, who, result)
+
+    def one(
+        self, scenario: str, who: str, port: int, pid: int, level: int, ws_port: int
+    ) -> dict[str, Any]:
+        duration = self.args.duration
+        ids = ",".join(self.ids[:level])
+        if scenario == "heartbeat":
+            return wrk(port, "heartbeat.lua", level, duration, HB_ENV, ids, pid=pid)
+        if scenario == "get":
+            return wrk(port, "get.lua", level, duration, HB_ENV, ids, pid=pid)
+        env = HB_ENV
+        if who == "workstate":
+            self.fill_count += 1
+            env = f"env_queue_{self.fill_count}"
+            self.fill(ws_port, env, int(self.pair_rate * duration * 1.5) + 1000)
+        result = wrk(port, "poll_ack.lua", level, duration, env, pid=pid)
+        if who == "workstate":
+            self.pair_rate = max(self.pair_rate, result["rate"] / 2)
+        return result
+
+    def fill(self, port: int, env: str, depth: int) -> None:
+        """Queue at least ``depth`` items in ``env`` (with wrk: one by one would take minutes)."""
+        while (have := queued(port, env)) < depth:
+            seconds = max(0.5, min(30.0, (depth - have) / 2500))
+            wrk(port, "create.lua", 10, seconds, env)
+
+
+def progress(
+    stack: str, scenario: str, level: int, round_: int, who: str, r: dict[str, Any]
+) -> None:
+    print(
+        f"  [{stack} {scenario} c={level} round {round_ + 1} {who}] {r['rate']:.0f} req/s, "
+        f"p99 {r['p99']:.2f} ms, server {r['server_cpu_us']:.0f} µs/req, "
+        f"busy {r['server_busy']:.0%}, wrk {r['wrk_busy']:.0%}"
+        + (f", EMPTY POLLS {r['empty']}" if r.get("empty") else "")
+        + (f", ERRORS {r['errors']}" if r["errors"] else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def report(stack: Stack) -> list[str]:
+    lines = [
+        f"\n### stack {stack.name} (`serve {' '.join(STACKS[stack.name]['serve'])}`; "
+        f"floor `{' '.join(STACKS[stack.name]['floor'])}`)",
+        "",
+        "| scenario | conns | floor req/s | workstate req/s | **ratio** | p50 ms floor / ws "
+        "| p99 ms floor / ws | max ms floor / ws | server µs/req floor / ws | server core busy "
+        "floor / ws | wrk busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in stack.args.scenarios:
+        for level in stack.args.connections:
+            f = stack.results[(scenario, level, "floor")]
+            w = stack.results[(scenario, level, "workstate")]
+            flag = ""
+            if any(r.get("empty") for r in w) or any(r["errors"] for r in f + w):
+                flag = " (!)"
+            lines.append(
+                f"| {scenario} | {level} | {median(f, 'rate'):,.0f} | {median(w, 'rate'):,.0f} "
+                f"| **{median(w, 'rate') / median(f, 'rate'):.2f}**{flag} "
+                f"| {median(f, 'p50'):.2f} / {median(w, 'p50'):.2f} "
+                f"| {median(f, 'p99'):.2f} / {median(w, 'p99'):.2f} "
+                f"| {median(f, 'max'):.1f} / {median(w, 'max'):.1f} "
+                f"| {median(f, 'server_cpu_us'):.0f} / {median(w, 'server_cpu_us'):.0f} "
+                f"| {median(f, 'server_busy'):.0%} / {median(w, 'server_busy'):.0%} "
+                f"| {median(f + w, 'wrk_busy'):.0%} |"
+            )
+    return lines
+
+
+# ------------------------------------------------------------------------------ extras
+def access_log(args: argparse.Namespace) -> list[str]:
+    """Heartbeats at 10 connections, access log off against on (same stack, alternating)."""
+    spec = STACKS[args.stacks[0]]
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for round_ in range(args.rounds):
+        for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+            port = free_port()
+            extra = [
+                *spec["serve"],
+                *(["--access-log", "--log-level", "info"] if mode == "on" else []),
+            ]
+            with running(workstate_argv(port, *extra), port) as proc:
+                ids, _ = acked_items(port, HB_ENV, 10)
+                wrk(port, "heartbeat.lua", 10, 1, HB_ENV, ",".join(ids), pid=proc.pid)
+                r = wrk(
+                    port, "heartbeat.lua", 10, args.duration, HB_ENV, ",".join(ids), pid=proc.pid
+                )
+                rates[mode].append(r["rate"])
+                print(f"  [access log {mode}] {r['rate']:.0f} req/s", file=sys.stderr, flush=True)
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    return [
+        "",
+        f"access log (stack {args.stacks[0]}, heartbeat, 10 connections, access lines to "
+        f"/dev/null): off {off:,.0f} req/s, on {on:,.0f} req/s: costs {1 - on / off:.0%} "
+        "(target <= 10%)",
+    ]
+
+
+def mass_expiry(args: argparse.Namespace) -> list[str]:
+    """Heartbeat p99 at 10 connections, quiet and while ``args.mass`` leases lapse at once."""
+    spec = STACKS[args.stacks[0]]
+    port = free_port()
+    info_file = Path(tempfile.mktemp(prefix="mass-", suffix=".json"))
+    argv = [
+        sys.executable, str(HERE / "mass_expiry_server.py"), "--port", str(port),
+        "--items", str(args.mass), "--info", str(info_file), "--quiet-seconds",
+        str(args.duration + 3), *spec["serve"],
+    ]  # fmt: skip
+    print(f"  [mass expiry] building {args.mass:,} leases in process", file=sys.stderr, flush=True)
+    with running(argv, port) as proc:
+        info = json.loads(info_file.read_text())
+        info_file.unlink()
+        ids = ",".join(info["ids"])
+        wrk(port, "heartbeat.lua", 10, 1, info["environment_id"], ids, pid=proc.pid)
+        quiet = wrk(
+            port, "heartbeat.lua", 10, args.duration, info["environment_id"], ids, pid=proc.pid
+        )
+        wait = info["lapse_at"] - time.time() - 0.5
+        if wait < 0:
+            return [
+                "",
+                f"mass expiry: the leases lapsed before the quiet run ended ({-wait:.1f} s late)",
+            ]
+        time.sleep(wait)
+        # Long enough that a stall of a few seconds ends inside the run: wrk records only the
+        # requests that complete, so a stall still going at the end would vanish from it.
+        lapse = wrk(port, "heartbeat.lua", 10, 8, info["environment_id"], ids, pid=proc.pid)
+        left = queued(port, info["environment_id"])
+    print(f"  [mass expiry] quiet {quiet}, lapse {lapse}", file=sys.stderr, flush=True)
+    return [
+        "",
+        f"mass expiry (stack {args.stacks[0]}, {args.mass:,} leases lapsing at once, heartbeats "
+        f"on 10 other items of the same environment, 10 connections; {left:,} items queued "
+        "again after the run):",
+        f"  quiet:  {quiet['rate']:,.0f} req/s, p50 {quiet['p50']:.2f} ms, "
+        f"p99 {quiet['p99']:.2f} ms, max {quiet['max']:.1f} ms",
+        f"  lapse:  {lapse['rate']:,.0f} req/s, p50 {lapse['p50']:.2f} ms, "
+        f"p99 {lapse['p99']:.2f} ms, max {lapse['max']:.1f} ms (8 s from 0.5 s before the lapse; "
+        f"the max is the longest stall, {lapse['server_cpu_us'] * lapse['requests'] / 1e6:.2f} s "
+        "of server CPU in all)",
+        f"  p99 lapse / quiet = {lapse['p99'] / quiet['p99']:.1f}x (target <= 3x); "
+        f"max lapse / quiet p99 = {lapse['max'] / quiet['p99']:.0f}x",
+    ]
+
+
+# ------------------------------------------------------------------------------ stack survey
+# The floor alone on each candidate stack: what each package is worth before any workstate code.
+SURVEY: dict[str, list[str]] = {
+    "uvicorn h11, asyncio, json": ["--loop", "asyncio", "--http", "h11"],
+    "uvicorn h11, asyncio, orjson": ["--loop", "asyncio", "--http", "h11", "--json", "orjson"],
+    "uvicorn h11, uvloop, orjson": ["--loop", "uvloop", "--http", "h11", "--json", "orjson"],
+    "uvicorn httptools, uvloop, orjson": [
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--json",
+        "orjson",
+    ],
+}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants (granian serves from a child process)."""
+    total = cpu_seconds(pid)
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += tree_cpu(int(child))
+    return total
+
+
+def survey(args: argparse.Namespace, tmp: Path) -> list[str]:
+    """Heartbeat-shaped requests at 10 connections against the floor on each stack."""
+    port = free_port()
+    with running(workstate_argv(port, "--stack", "plain"), port):
+        ids, samples = acked_items(port, HB_ENV, 10)
+    sample_file = tmp / "samples-survey.json"
+    sample_file.write_text(json.dumps(samples))
+    variants: dict[str, tuple[list[str], dict[str, str]]] = {
+        name: (floor_argv(0, sample_file, *extra), {}) for name, extra in SURVEY.items()
+    }
+    if shutil.which("granian") or (Path(sys.executable).parent / "granian").exists():
+        granian = str(Path(sys.executable).parent / "granian")
+        for name, loop in (("granian, uvloop, orjson", "uvloop"),):
+            variants[name] = (
+                [
+                    granian,
+                    "--interface",
+                    "asgi",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--workers",
+                    "1",
+                    "--runtime-threads",
+                    "1",
+                    "--loop",
+                    loop,
+                    "--no-log",
+                    "--working-dir",
+                    str(HERE),
+                    "--factory",
+                    "floor:granian_app",
+                ],
+                {"FLOOR_SAMPLES": str(sample_file), "FLOOR_JSON": "orjson"},
+            )
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (argv, env) in variants.items():
+            port = free_port()
+            argv = [
+                str(port) if a == "0" and argv[i - 1] == "--port" else a for i, a in enumerate(argv)
+            ]
+            proc = subprocess.Popen(
+                pinned(SERVER_CORE, argv), stdout=subprocess.DEVNULL, env={**os.environ, **env}
+            )
+            try:
+                wait_listening(port, proc)
+                wrk(port, "heartbeat.lua", 10, 1, HB_ENV, ",".join(ids))
+                before = tree_cpu(proc.pid)
+                r = wrk(port, "heartbeat.lua", 10, args.duration, HB_ENV, ",".join(ids))
+                cpu = (tree_cpu(proc.pid) - before) / max(r["requests"], 1) * 1e6
+                rates[name].append((r["rate"], cpu))
+                print(f"  [survey {name}] {r['rate']:.0f} req/s, {cpu:.0f} µs/req", file=sys.stderr)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    base = statistics.median(r for r, _ in rates[next(iter(variants))])
+    lines = [
+        "",
+        "| floor stack (heartbeat, 10 connections) | req/s | vs plain | server CPU µs/req |",
+    ]
+    lines.append("|---|---:|---:|---:|")
+    for name, runs in rates.items():
+        rate = statistics.median(r for r, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        lines.append(f"| {name} | {rate:,.0f} | {rate / base:.2f} | {cpu:.0f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 25k-lease expiry")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per run [5]")
+    parser.add_argument("--rounds", type=int, default=None, help="[3]")
+    parser.add_argument("--connections", default="1,10,100")
+    parser.add_argument("--scenarios", default="heartbeat,poll_ack,get")
+    parser.add_argument("--stacks", default="auto", help="plain, fast or both (plain,fast) [auto]")
+    parser.add_argument("--mass", type=int, default=None, help="leases in the expiry [250000]")
+    parser.add_argument("--no-extras", action="store_true", help="skip access log and expiry")
+    parser.add_argument("--survey", action="store_true", help="only the floor on each stack")
+    parser.add_argument("--extras-only", action="store_true", help="only access log and expiry")
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        help="more options for serve, e.g. '--state /tmp/b.db' (its file must not exist yet)",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit(
+            "wrk is not installed: on Debian or Ubuntu, apt-get install -y wrk "
+            "(https://github.com/wg/wrk builds it elsewhere)"
+        )
+    args.duration = args.duration or (2.0 if args.quick else 5.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.mass = args.mass or (25_000 if args.quick else 250_000)
+    args.connections = [int(n) for n in args.connections.split(",")]
+    args.scenarios = args.scenarios.split(",")
+    if args.stacks == "auto":
+        fast = all(importlib.util.find_spec(name) for name in ("orjson", "uvloop"))
+        args.stacks = "plain,fast" if fast else "plain"
+    args.stacks = args.stacks.split(",")
+    if len(os.sched_getaffinity(0)) < 2:
+        print("warning: fewer than 2 cores; wrk and the server share one", file=sys.stderr)
+    begin = time.monotonic()
+    lines = [
+        f"benchmarks/server.py: {args.rounds} round(s) of {args.duration:g} s, medians; "
+        f"server on core {SERVER_CORE}, wrk (1 thread) on core {LOAD_CORE}; "
+        f"Python {sys.version.split()[0]}"
+    ]
+    if args.survey:
+        with tempfile.TemporaryDirectory() as tmp:
+            lines += survey(args, Path(tmp))
+        print("\n".join(lines))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [] if args.extras_only else args.stacks:
+            stack = Stack(name, args, Path(tmp))
+            stack.run()
+            lines += report(stack)
+            print("\n".join(lines[-len(args.scenarios) * len(args.connections) - 4 :]), flush=True)
+    if not args.no_extras:
+        lines += access_log(args)
+        lines += mass_expiry(args)
+    lines.append(f"\n(took {time.monotonic() - begin:.0f} s)")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main()

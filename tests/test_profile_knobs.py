@@ -362,7 +362,7 @@ def test_serve_takes_a_profile_file(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_serve(server: MockServer, sock: socket.socket, log_level: str) -> None:
+    def fake_serve(server: MockServer, sock: socket.socket, log_level: str, **options: Any) -> None:
         seen["server"] = server
 
     monkeypatch.setattr(_cli, "serve", fake_serve)

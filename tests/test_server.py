@@ -691,7 +691,7 @@ def test_the_command_builds_the_server_it_is_asked_for(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_serve(server: MockServer, sock: socket.socket, log_level: str) -> None:
+    def fake_serve(server: MockServer, sock: socket.socket, log_level: str, **options: Any) -> None:
         seen.update(server=server, port=sock.getsockname()[1], log_level=log_level)
 
     monkeypatch.setattr(_cli, "serve", fake_serve)

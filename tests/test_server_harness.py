@@ -556,7 +556,7 @@ def test_serve_takes_a_seed_faults_and_a_journal_file(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_serve(server: MockServer, sock: socket.socket, log_level: str) -> None:
+    def fake_serve(server: MockServer, sock: socket.socket, log_level: str, **options: Any) -> None:
         seen["server"] = server
         server.create_work(ENV)
         with serve_in_thread(server) as base, httpx2.Client(base_url=base) as client:

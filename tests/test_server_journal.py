@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workstate._trace import journal_trace_records
 from workstate.server._journal import (
@@ -252,3 +255,107 @@ def test_memory_keeps_the_latest_entries_and_the_sink_sees_all() -> None:
     journal.record(entry(journal.arrive()))
     assert [e.seq for e in journal.entries()] == list(range(3, 13))
     assert len(seen) == 12
+
+
+# The route table classify() replaced: a pattern per route, kept here as the reference.
+_SEG = r"[^/]+"
+_WORK = rf"/v1/environments/(?P<env>{_SEG})/work"
+_REFERENCE = [
+    (method, re.compile(pattern), operation)
+    for method, pattern, operation in (
+        ("GET", _WORK + "/poll", "poll"),
+        ("GET", _WORK + "/stats", "stats"),
+        ("GET", _WORK, "list"),
+        ("POST", _WORK + rf"/(?P<work>{_SEG})/ack", "ack"),
+        ("POST", _WORK + rf"/(?P<work>{_SEG})/heartbeat", "heartbeat"),
+        ("POST", _WORK + rf"/(?P<work>{_SEG})/stop", "stop"),
+        ("GET", _WORK + rf"/(?P<work>{_SEG})", "get"),
+        ("POST", _WORK + rf"/(?P<work>(?!poll$|stats$){_SEG})", "update"),
+        ("POST", rf"/mock/environments/(?P<env>{_SEG})/work", "create"),
+        ("GET", rf"/v1/sessions/(?P<session>{_SEG})", "session_get"),
+        ("GET", rf"/v1/sessions/(?P<session>{_SEG})/events", "session_events"),
+        ("GET", rf"/v1/sessions/(?P<session>{_SEG})/events/stream", "session_stream"),
+        ("POST", rf"/v1/sessions/(?P<session>{_SEG})/events", "session_send"),
+    )
+]
+
+
+def _reference(method: str, path: str) -> tuple[str | None, str | None, str | None]:
+    method = "GET" if method == "HEAD" else method
+    for route_method, pattern, operation in _REFERENCE:
+        found = pattern.fullmatch(path) if route_method == method else None
+        if found is not None:
+            groups = found.groupdict()
+            return operation, groups.get("env"), groups.get("work")
+    return None, None, None
+
+
+_WORDS = ["v1", "mock", "environments", "sessions", "work", "poll", "stats", "ack"]
+_WORDS += ["heartbeat", "stop", "events", "stream", "env_a", "w", "", "x/y"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["GET", "HEAD", "POST", "DELETE"]),
+    st.lists(st.sampled_from(_WORDS), max_size=7),
+    st.sampled_from(["/", "", "x"]),
+)
+def test_classify_agrees_with_a_pattern_per_route(
+    method: str, segments: list[str], lead: str
+) -> None:
+    path = lead + "/".join(segments)
+    assert tuple(classify(method, path)) == _reference(method, path)
+
+
+class _Lazy:
+    """A pending entry that counts its builds."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.builds = 0
+
+    def build(self) -> JournalEntry:
+        self.builds += 1
+        return entry(self.seq, operation="heartbeat")
+
+
+def test_a_pending_entry_is_built_on_the_first_read_only() -> None:
+    journal = Journal()
+    lazy = [_Lazy(2), _Lazy(1)]
+    for pending in lazy:
+        journal.record(pending)
+    journal.record(entry(3))
+    assert [p.builds for p in lazy] == [0, 0]  # recording builds nothing
+    assert [e.seq for e in journal.entries()] == [1, 2, 3]  # seq order, built
+    assert [e.seq for e in journal.entries(operation="heartbeat")] == [1, 2]
+    assert [p.builds for p in lazy] == [1, 1]  # built once, kept
+    journal.clear()
+    assert journal.entries() == []
+
+
+def test_a_sink_gets_a_pending_entry_built_at_once() -> None:
+    seen: list[dict[str, Any]] = []
+    journal = Journal(sink=seen.append)
+    pending = _Lazy(1)
+    journal.record(pending)
+    assert pending.builds == 1
+    assert [e["seq"] for e in seen] == [1]
+    assert [e.seq for e in journal.entries()] == [1]
+    assert pending.builds == 1
+    journal.reset()
+    assert len(journal) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/sessions/sesn_1/events/stream"),  # a stream is only read
+        ("GET", "/v1/sessions/sesn_1/events/other"),
+        ("GET", "/v1/sessions/sesn_1/other"),
+        ("DELETE", "/v1/sessions/sesn_1/events"),
+        ("GET", "/v1/sessions/sesn_1/events/stream/more"),
+    ],
+)
+def test_paths_beside_the_session_routes_are_no_operation(method: str, path: str) -> None:
+    assert classify(method, path) == (None, None, None)
+    assert _reference(method, path) == (None, None, None)

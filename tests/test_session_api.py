@@ -440,7 +440,7 @@ def test_the_command_takes_ttl_overrides_and_shows_them(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: dict[str, MockServer] = {}
-    monkeypatch.setattr(_cli, "serve", lambda server, sock, level: seen.update(server=server))
+    monkeypatch.setattr(_cli, "serve", lambda server, sock, level, **_: seen.update(server=server))
     assert _cli.main(["--port", "0", "--default-ttl", "2"]) == 0
     assert seen["server"].profile.default_ttl_seconds == 2
     assert "lease TTL 2 s in 2-600 s" in capsys.readouterr().out

@@ -411,8 +411,17 @@ def test_the_memory_store_keeps_nothing() -> None:
     with keeper.lock:
         pass
     assert store.load(ANTHROPIC).environments == {}
-    assert not env.take_changes()  # taken by the commit
+    assert keeper.record("kind", "k") is None  # the release dropped what was staged
+    assert env.take_changes()  # a memory store collects nothing: memory is the state
     store.close()
+
+
+def test_a_memory_server_tracks_no_changes() -> None:
+    """Without a state file nothing is written, so nothing is collected per call either."""
+    mock = MockServer()
+    with pytest.raises(InvalidInputError) as info:
+        mock.environment("env_a").take_changes()
+    assert info.value.key == "track_changes"
 
 
 # ------------------------------------------------------------------------------ keyed records
@@ -554,7 +563,7 @@ def test_the_command_takes_the_state_options(
     path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: dict[str, MockServer] = {}
-    monkeypatch.setattr(_cli, "serve", lambda server, sock, level: seen.update(server=server))
+    monkeypatch.setattr(_cli, "serve", lambda server, sock, level, **_: seen.update(server=server))
     argv = ["--port", "0", "--state", str(path), "--state-sync", "full"]
     argv += ["--retain-stopped", "all", "--retain-stopped-seconds", "90"]
     assert _cli.main(argv) == 0

@@ -24,6 +24,7 @@ import uvicorn
 from workstate._errors import InvalidInputError
 from workstate._profile_cli import ProfileOptionError, add_profile_options, profile_from_options
 from workstate._time import ManualClock, SystemClock, parse_time
+from workstate.server import _render, _stack
 from workstate.server._app import MockServer, base_url, bind
 from workstate.server._limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
 from workstate.server._store import StateFileError
@@ -63,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
         f"[{DEFAULT_READ_TIMEOUT:g}]",
     )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="[info]")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one line per request (at info level; it cost 6-21%% of the throughput in "
+        "benchmarks/server.py) [off]",
+    )
+    parser.add_argument(
+        "--stack",
+        choices=_stack.STACKS,
+        default="auto",
+        help="fast: uvloop and orjson (the 'fast' extra); plain: asyncio and json; auto: fast "
+        "when installed [auto]",
+    )
     parser.add_argument(
         "--clock",
         choices=("real", "manual"),
@@ -152,15 +166,30 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise _Stopped
 
 
-def serve(server: MockServer, sock: socket.socket, log_level: str) -> None:
+def serve(
+    server: MockServer,
+    sock: socket.socket,
+    log_level: str,
+    *,
+    stack: str = "plain",
+    access_log: bool = False,
+) -> None:
     """Run uvicorn on ``sock`` until it is told to stop (Ctrl-C, SIGTERM).
 
-    uvicorn handles both signals with a graceful shutdown and then raises the signal again for
-    the handler that was there before; for a command, that stop is the normal end, so the
-    handlers here turn it into a plain return (exit status 0, no traceback).
+    ``stack`` is a resolved stack (``plain`` or ``fast``, see :mod:`workstate.server._stack`);
+    ``access_log`` turns on uvicorn's line per request.  uvicorn handles both signals with a
+    graceful shutdown and then raises the signal again for the handler that was there before;
+    for a command, that stop is the normal end, so the handlers here turn it into a plain
+    return (exit status 0, no traceback).
     """
+    _render.use_orjson(stack == "fast")
     config = uvicorn.Config(
-        server.app, log_level=log_level, lifespan="off", **server.uvicorn_options()
+        server.app,
+        log_level=log_level,
+        lifespan="off",
+        loop=_stack.loop(stack),
+        access_log=access_log,
+        **server.uvicorn_options(),
     )
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
@@ -177,6 +206,10 @@ def main(argv: Sequence[str]) -> int:
     """Run the mock server with the options in ``argv``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(list(argv))
+    try:
+        stack = _stack.resolve(args.stack)
+    except _stack.StackUnavailableError as exc:
+        parser.error(f"--stack fast: {exc}")
     clock: SystemClock | ManualClock
     if args.clock == "manual":
         try:
@@ -244,13 +277,13 @@ def main(argv: Sequence[str]) -> int:
     print(
         f"workstate mock server listening on {url} "
         f"(profile {p.name}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
-        f"in {p.min_ttl_seconds}-{p.max_ttl_seconds} s)\n"
+        f"in {p.min_ttl_seconds}-{p.max_ttl_seconds} s; {_stack.describe(stack)})\n"
         f"  SDK: anthropic.Anthropic(base_url={url!r}, api_key=...)\n"
         f"  queue an item: curl -X POST {url}/mock/environments/env_demo/work",
         flush=True,
     )
     try:
-        serve(server, sock, args.log_level)
+        serve(server, sock, args.log_level, stack=stack, access_log=args.access_log)
     finally:
         sock.close()
         if journal is not None:

@@ -7,8 +7,9 @@ went on waiting would hand the next new item to nobody (and hide it for the rede
 :class:`ClientWatch` lets the handler wait for *either* its wake-up *or* the ASGI
 ``http.disconnect`` message, and check right before it delivers.
 
-The check (:meth:`ClientWatch.gone`) asks the receive channel without waiting (Starlette's
-``Request.is_disconnected``), so it sees a disconnect the server has already processed even
+The check (:meth:`ClientWatch.gone`) reads uvicorn's request cycle (its ``disconnected`` flag),
+or elsewhere asks the receive channel without waiting (Starlette's ``Request.is_disconnected``),
+so it sees a disconnect the server has already processed even
 when the watching task has not run yet.  A disconnect the server has not yet *seen* (the packet
 is still in flight) cannot be known by anyone; such a delivery is an ordinary lost answer, and
 the item comes back after the poll's redelivery window.
@@ -38,6 +39,11 @@ class ClientWatch:
             if error is not None:
                 raise error
             return True
+        # Under uvicorn the request cycle behind ``receive`` knows; asking it is free, where
+        # Starlette's is_disconnected cancels a receive (which cost more than the rest of a poll).
+        known = getattr(getattr(self._request.receive, "__self__", None), "disconnected", None)
+        if isinstance(known, bool):
+            return known
         return await self._request.is_disconnected()
 
     async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:

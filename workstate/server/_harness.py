@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as _dt
 import json
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
 import attrs
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -53,7 +53,14 @@ from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
 from workstate._time import format_time
 from workstate._work import Work
 from workstate.server._faults import FaultRule, FaultSet, error_type_for
-from workstate.server._journal import OPERATIONS, Journal, JournalEntry, classify, decode_body
+from workstate.server._journal import (
+    OPERATIONS,
+    Journal,
+    JournalEntry,
+    PendingEntry,
+    classify,
+    decode_body,
+)
 from workstate.server._journal import outcome as _outcome
 from workstate.server._render import JSONResponse
 
@@ -73,13 +80,17 @@ class ConnectionDropped(Exception):
 
 @attrs.define
 class _Call:
-    """What the server notes about one request while the core serves it."""
+    """What the server notes about one request while the core serves it.
+
+    Kept as the core's own immutable values (a datetime, :class:`~workstate.Work` records),
+    turned into JSON only if the journal entry is ever read.
+    """
 
     work_id: str | None
-    server_time: str | None = None
+    now: _dt.datetime | None = None  # the time handed to the core
     core_seq: int | None = None
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None  # the item, when the answer carries none (a 204 stop)
+    before: Work | None = None
+    after: Work | None = None  # the item, when the answer carries none (a 204 stop)
 
 
 _CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
@@ -219,17 +230,17 @@ class Harness:
             return  # not a request (a test thread's create_work, say)
         self._core_seq += 1
         call.core_seq = self._core_seq
-        call.server_time = format_time(now)
+        call.now = now
         work_id = call.work_id
         if work_id is not None and work_id in env:
-            call.before = env.get(work_id, now).to_json()
+            call.before = env.get(work_id, now)
 
     def note_unshown_item(self, work: Work) -> None:
         """Called by the server when it answers a call on ``work`` with no body (a 204 stop):
         the journal keeps the item the answer stood for."""
         call = _CALL.get()
         if call is not None:
-            call.after = work.to_json()
+            call.after = work
 
     def new_request_id(self) -> str:
         """A request id from the server's seeded generator."""
@@ -319,7 +330,7 @@ class Harness:
             rule = self.faults.pick(facts[0], facts[1], facts[2], worker)
             return self._epoch, seq, rule
 
-    def _record(self, epoch: int, entry: JournalEntry) -> None:
+    def _record(self, epoch: int, entry: JournalEntry | PendingEntry) -> None:
         with self.lock:
             if epoch == self._epoch:  # a reset since the request arrived: it is forgotten
                 self.journal.record(entry)
@@ -344,10 +355,24 @@ def _inspection(work: Work) -> dict[str, Any]:
     }
 
 
+def _worker_id(headers: Any) -> str | None:
+    """The ``anthropic-worker-id`` header (ASGI names are lower case), None if absent or empty."""
+    for name, value in headers:
+        if name == b"anthropic-worker-id":
+            return value.decode("latin-1") or None
+    return None
+
+
 def _transport(receive: Receive) -> asyncio.BaseTransport | None:
     """The socket transport behind ``receive``, when uvicorn serves the request."""
     transport = getattr(getattr(receive, "__self__", None), "transport", None)
-    return transport if isinstance(transport, asyncio.BaseTransport) else None
+    # asyncio's transports, and uvloop's (the fast stack), which do not subclass asyncio's.
+    if isinstance(transport, asyncio.BaseTransport) or (
+        callable(getattr(transport, "close", None))
+        and callable(getattr(transport, "is_closing", None))
+    ):
+        return cast(asyncio.BaseTransport, transport)
+    return None
 
 
 async def _drop(receive: Receive, rule: FaultRule) -> None:
@@ -378,8 +403,7 @@ class HarnessMiddleware:
         started = time.monotonic()
         request_id = harness.new_request_id()
         scope = {**scope, "state": {**scope.get("state", {}), "request_id": request_id}}
-        headers = Headers(scope=scope)
-        worker = headers.get("anthropic-worker-id") or None
+        worker = _worker_id(scope["headers"])
         method, path = scope["method"], scope["path"]
         facts = classify(method, path)
         epoch, seq, rule = harness._arrive(facts, worker)
@@ -407,26 +431,31 @@ class HarnessMiddleware:
 
         def finish(delivered: bool) -> None:
             # Recorded before the answer's last byte leaves (or the connection closes), so a
-            # client that has its answer finds the request in the journal.
+            # client that has its answer finds the request in the journal.  Only the raw
+            # pieces: the entry is built if it is ever read (see _Pending).
             nonlocal recorded
             if not recorded:
                 recorded = True
-                self._finish(
-                    epoch,
+                client = scope.get("client")
+                pending = _Pending(
                     seq,
                     request_id,
-                    scope,
+                    f"{client[0]}:{client[1]}" if over_socket and client else "asgi",
                     worker,
+                    method,
+                    path,
+                    scope.get("query_string", b""),
                     facts,
                     bytes(body),
                     started,
+                    time.monotonic(),
                     call,
                     rule,
                     status,
                     bytes(answer),
                     delivered,
-                    over_socket,
                 )
+                harness._record(epoch, pending)
 
         async def capture(message: Message) -> None:
             nonlocal status, sent
@@ -447,7 +476,11 @@ class HarnessMiddleware:
             if rule is not None:
                 effect = rule.effect
                 if effect.delay_ms:
-                    await asyncio.sleep(effect.delay_ms / 1000)
+                    # At least the delay by the journal's clock: uvloop's timers round to the
+                    # millisecond and may wake a fraction of one early.
+                    deadline = started + effect.delay_ms / 1000
+                    while (left := deadline - time.monotonic()) > 0:
+                        await asyncio.sleep(left)
                 if effect.status is not None or effect.drop == "before":
                     while not request_done and len(body) < _BODY_CAP:
                         if (await tee())["type"] != "http.request":
@@ -491,52 +524,98 @@ class HarnessMiddleware:
         )
         await response(scope, receive, send)
 
-    def _finish(
+
+class _Pending:
+    """A finished request as the middleware saw it; :meth:`build` makes its journal entry.
+
+    Everything here is immutable or owned by this request alone (bytes, the core's frozen
+    records, the rule's frozen effect), so building later gives what building now would.
+    """
+
+    __slots__ = (
+        "answer",
+        "body",
+        "call",
+        "facts",
+        "finished",
+        "method",
+        "path",
+        "peer",
+        "query",
+        "request_id",
+        "rule",
+        "sent",
+        "seq",
+        "started",
+        "status",
+        "worker",
+    )
+
+    def __init__(
         self,
-        epoch: int,
         seq: int,
         request_id: str,
-        scope: Scope,
+        peer: str,
         worker: str | None,
+        method: str,
+        path: str,
+        query: bytes,
         facts: tuple[str | None, str | None, str | None],
         body: bytes,
         started: float,
+        finished: float,
         call: _Call,
         rule: FaultRule | None,
         status: int | None,
         answer: bytes,
         sent: bool,
-        over_socket: bool,
     ) -> None:
-        operation, environment_id, work_id = facts
-        response = decode_body(answer) if status is not None else None
-        item = call.after if status == 204 else None
-        applied, move, error = _outcome(operation, call.before, status, response, item)
+        self.seq = seq
+        self.request_id = request_id
+        self.peer = peer
+        self.worker = worker
+        self.method = method
+        self.path = path
+        self.query = query
+        self.facts = facts
+        self.body = body
+        self.started = started
+        self.finished = finished
+        self.call = call
+        self.rule = rule
+        self.status = status
+        self.answer = answer
+        self.sent = sent
+
+    def build(self) -> JournalEntry:
+        """The journal entry of this request."""
+        operation, environment_id, work_id = self.facts
+        call, status, sent, rule = self.call, self.status, self.sent, self.rule
+        response = decode_body(self.answer) if status is not None else None
+        item = call.after.to_json() if status == 204 and call.after is not None else None
+        before = None if call.before is None else call.before.to_json()
+        applied, move, error = _outcome(operation, before, status, response, item)
         if work_id is None and operation in ("poll", "create") and isinstance(response, dict):
             found = response.get("id")
             work_id = found if isinstance(found, str) else None
         withheld = None
         if not sent and status is not None:
             withheld = {"status": status, "response": response}
-        client = scope.get("client")
-        peer = "asgi"
-        if over_socket and client:
-            peer = f"{client[0]}:{client[1]}"
-        entry = JournalEntry(
-            seq=seq,
-            request_id=request_id,
-            client=peer,
-            worker_id=worker,
-            method=scope["method"],
-            path=scope["path"],
-            query=_query(scope),
-            body=decode_body(body),
+        return JournalEntry(
+            seq=self.seq,
+            request_id=self.request_id,
+            client=self.peer,
+            worker_id=self.worker,
+            method=self.method,
+            path=self.path,
+            query=dict(parse_qsl(self.query.decode("latin-1"), keep_blank_values=True)),
+            body=decode_body(self.body),
             operation=operation,
             environment_id=environment_id,
             work_id=work_id,
-            started_mono=started,
-            finished_mono=time.monotonic(),
-            server_time=call.server_time,
+            started_mono=self.started,
+            finished_mono=self.finished,
+            server_time=None if call.now is None else format_time(call.now),
             status=status if sent else None,
             response=response if sent else None,
             applied=applied,
@@ -547,9 +626,3 @@ class HarnessMiddleware:
             withheld=withheld,
             item=item,
         )
-        self.harness._record(epoch, entry)
-
-
-def _query(scope: Scope) -> dict[str, str]:
-    raw = scope.get("query_string", b"")
-    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))

@@ -42,10 +42,10 @@ No I/O here, no clock reads: the adapter passes every time in.
 
 from __future__ import annotations
 
+import functools
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 import attrs
 
@@ -53,6 +53,7 @@ __all__ = [
     "OPERATIONS",
     "Journal",
     "JournalEntry",
+    "PendingEntry",
     "RequestFacts",
     "classify",
     "decode_body",
@@ -76,27 +77,9 @@ OPERATIONS: tuple[str, ...] = (
 )
 """Every operation name a journal entry may carry (``create`` is the mock's queueing call)."""
 
-_SEGMENT = r"[^/]+"
-_WORK = rf"/v1/environments/(?P<env>{_SEGMENT})/work"
-_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
-    (method, re.compile(pattern), operation)
-    for method, pattern, operation in (
-        ("GET", _WORK + "/poll", "poll"),
-        ("GET", _WORK + "/stats", "stats"),
-        ("GET", _WORK, "list"),
-        ("POST", _WORK + rf"/(?P<work>{_SEGMENT})/ack", "ack"),
-        ("POST", _WORK + rf"/(?P<work>{_SEGMENT})/heartbeat", "heartbeat"),
-        ("POST", _WORK + rf"/(?P<work>{_SEGMENT})/stop", "stop"),
-        ("GET", _WORK + rf"/(?P<work>{_SEGMENT})", "get"),
-        ("POST", _WORK + rf"/(?P<work>(?!poll$|stats$){_SEGMENT})", "update"),
-        ("POST", rf"/mock/environments/(?P<env>{_SEGMENT})/work", "create"),
-        ("GET", rf"/v1/sessions/(?P<session>{_SEGMENT})", "session_get"),
-        ("GET", rf"/v1/sessions/(?P<session>{_SEGMENT})/events", "session_events"),
-        ("GET", rf"/v1/sessions/(?P<session>{_SEGMENT})/events/stream", "session_stream"),
-        ("POST", rf"/v1/sessions/(?P<session>{_SEGMENT})/events", "session_send"),
-    )
-)
 _HEAD_AS_GET = {"HEAD": "GET"}
+_ITEM_CALLS = frozenset({"ack", "heartbeat", "stop"})
+_NOT_ITEMS = frozenset({"poll", "stats"})  # route names under .../work, never item ids
 
 
 class RequestFacts(NamedTuple):
@@ -110,8 +93,17 @@ class RequestFacts(NamedTuple):
     """The work item the path names."""
 
 
+_NONE = RequestFacts(None, None, None)
+
+
+@functools.lru_cache(maxsize=4096)
 def classify(method: str, path: str) -> RequestFacts:
     """The operation, environment and item a request is about.
+
+    Every request is classified, so this splits the path once instead of trying a pattern per
+    route, and remembers the latest few thousand answers (a worker heartbeats the same path
+    over and over); a path segment is any non-empty text without ``/`` (an empty one matches
+    nothing).
 
     >>> classify("POST", "/v1/environments/env_a/work/work_1/heartbeat")
     RequestFacts(operation='heartbeat', environment_id='env_a', work_id='work_1')
@@ -119,14 +111,51 @@ def classify(method: str, path: str) -> RequestFacts:
     RequestFacts(operation=None, environment_id=None, work_id=None)
     """
     method = _HEAD_AS_GET.get(method, method)
-    for route_method, pattern, operation in _ROUTES:
-        if route_method != method:
-            continue
-        found = pattern.fullmatch(path)
-        if found is not None:
-            groups = found.groupdict()
-            return RequestFacts(operation, groups.get("env"), groups.get("work"))
-    return RequestFacts(None, None, None)
+    parts = path.split("/")
+    n = len(parts)
+    if n < 4 or parts[0] or not all(parts[1:]):
+        return _NONE
+    head, kind = parts[1], parts[2]
+    if head == "v1" and kind == "environments" and n >= 5 and parts[4] == "work":
+        return _classify_work(method, parts)
+    if head == "v1" and kind == "sessions":
+        return _classify_session(method, parts)
+    if head == "mock" and kind == "environments" and n == 5 and parts[4] == "work":
+        return RequestFacts("create", parts[3], None) if method == "POST" else _NONE
+    return _NONE
+
+
+def _classify_work(method: str, parts: list[str]) -> RequestFacts:
+    n, env = len(parts), parts[3]
+    if n == 5:
+        return RequestFacts("list", env, None) if method == "GET" else _NONE
+    last = parts[5]
+    if n == 6:
+        if method == "GET":
+            if last in _NOT_ITEMS:
+                return RequestFacts(last, env, None)
+            return RequestFacts("get", env, last)
+        if method == "POST" and last not in _NOT_ITEMS:
+            return RequestFacts("update", env, last)
+        return _NONE
+    if n == 7 and method == "POST" and parts[6] in _ITEM_CALLS:
+        return RequestFacts(parts[6], env, last)
+    return _NONE
+
+
+def _classify_session(method: str, parts: list[str]) -> RequestFacts:
+    n = len(parts)
+    if n == 4:
+        return RequestFacts("session_get", None, None) if method == "GET" else _NONE
+    if parts[4] != "events" or n > 6:
+        return _NONE
+    if n == 5:
+        if method == "GET":
+            return RequestFacts("session_events", None, None)
+        return RequestFacts("session_send", None, None) if method == "POST" else _NONE
+    if parts[5] == "stream" and method == "GET":
+        return RequestFacts("session_stream", None, None)
+    return _NONE
 
 
 def decode_body(raw: bytes) -> Any:
@@ -248,12 +277,29 @@ class JournalEntry:
         }
 
 
+class PendingEntry(Protocol):
+    """A finished request whose :class:`JournalEntry` is built only when someone reads it.
+
+    Building an entry (parsing the bodies, formatting times, comparing the item before and
+    after) costs more than serving a heartbeat; most entries are never read, so the adapter
+    records what it saw and the journal builds the entry on the first read.
+    """
+
+    @property
+    def seq(self) -> int:
+        """The request's ``seq``."""
+
+    def build(self) -> JournalEntry:
+        """The entry (called at most once)."""
+
+
 class Journal:
     """The entries in arrival order, and the numbers handed to arrivals.
 
     ``sink`` receives every finished entry's JSON (a file writer, say).  Memory holds the
     latest ``max_entries`` entries (a server left running must not grow without bound); the
-    sink sees every one.
+    sink sees every one.  :meth:`record` takes a built entry or a :class:`PendingEntry`, built
+    on the first read (or at once, for the sink).
     """
 
     def __init__(
@@ -266,7 +312,8 @@ class Journal:
         """Called with each finished entry's JSON, or None."""
         self.max_entries = max_entries
         """How many entries memory keeps (the oldest go first)."""
-        self._entries: list[JournalEntry] = []
+        self._entries: list[JournalEntry | PendingEntry] = []
+        self._pending = False  # some kept entries are not built yet
         self._arrivals = 0
 
     def __len__(self) -> int:
@@ -277,20 +324,25 @@ class Journal:
         self._arrivals += 1
         return self._arrivals
 
-    def record(self, entry: JournalEntry) -> None:
+    def record(self, entry: JournalEntry | PendingEntry) -> None:
         """Keep a finished entry (in ``seq`` order) and hand it to the sink."""
+        if self.sink is not None:
+            if not isinstance(entry, JournalEntry):
+                entry = entry.build()
+            self.sink(entry.to_json())
+        if not isinstance(entry, JournalEntry):
+            self._pending = True
         entries = self._entries
         entries.append(entry)
         # Entries finish out of order (a long poll outlives later requests); keep seq order.
         i = len(entries) - 1
-        while i > 0 and entries[i - 1].seq > entry.seq:
+        seq = entry.seq
+        while i > 0 and entries[i - 1].seq > seq:
             entries[i], entries[i - 1] = entries[i - 1], entries[i]
             i -= 1
         excess = len(entries) - self.max_entries
         if excess > self.max_entries // 10:  # trim in batches: a list's front is costly to cut
             del entries[:excess]
-        if self.sink is not None:
-            self.sink(entry.to_json())
 
     def entries(
         self,
@@ -308,18 +360,29 @@ class Journal:
         names = None if names is None else set(names)
         return [
             e
-            for e in self._entries
+            for e in self._built()
             if (environment_id is None or e.environment_id == environment_id)
             and (work_id is None or e.work_id == work_id)
             and (names is None or e.operation in names)
             and (since is None or e.seq > since)
         ]
 
+    def _built(self) -> list[JournalEntry]:
+        entries = self._entries
+        if self._pending:
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, JournalEntry):
+                    entries[i] = entry.build()
+            self._pending = False
+        return cast("list[JournalEntry]", entries)  # every one is built now
+
     def clear(self) -> None:
         """Forget every entry; numbering goes on (so ``since`` stays meaningful)."""
         self._entries = []
+        self._pending = False
 
     def reset(self) -> None:
         """Forget every entry and number from 1 again."""
         self._entries = []
+        self._pending = False
         self._arrivals = 0

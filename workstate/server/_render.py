@@ -7,22 +7,54 @@ raises on a string holding an unpaired surrogate.  The core refuses such strings
 (:func:`workstate._records.check_text`), so none should ever reach an answer; but a renderer that
 raises *after* the core applied a change turns a success into a 500 and leaves the change in
 place, so this one cannot raise on any string: when UTF-8 fails it writes the same JSON with
-every non-ASCII character escaped (``"\\ud800"`` is valid JSON text).  The common case costs
-what Starlette's does.
+every non-ASCII character escaped (``"\\ud800"`` is valid JSON text).
+
+With ``orjson`` installed (the ``fast`` extra) answers are rendered by it: the same compact
+UTF-8 text for every value the server answers, several times faster.  What orjson refuses (an
+unpaired surrogate, an int beyond 64 bits, a key that is not a string) falls back to the
+standard library path above, so the answer is the same as without orjson.  :func:`use_orjson`
+switches it off (``serve --stack plain``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
-__all__ = ["JSONResponse", "render_json"]
+__all__ = ["JSONResponse", "orjson_in_use", "render_json", "use_orjson"]
+
+_orjson_dumps: Callable[[Any], bytes] | None = None
+
+
+def use_orjson(enabled: bool) -> bool:
+    """Render with orjson (when it is installed) or with the standard library; returns whether
+    orjson is now in use.  Process-wide."""
+    global _orjson_dumps
+    _orjson_dumps = None
+    if enabled:
+        try:
+            import orjson
+        except ImportError:
+            return False
+        _orjson_dumps = orjson.dumps
+    return _orjson_dumps is not None
+
+
+def orjson_in_use() -> bool:
+    """Whether answers are rendered by orjson."""
+    return _orjson_dumps is not None
 
 
 def render_json(content: Any) -> bytes:
     """``content`` as compact JSON bytes: UTF-8, or ASCII with escapes when UTF-8 cannot be."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(content)
+        except TypeError:  # orjson.JSONEncodeError: a surrogate, a huge int, a non-str key
+            pass
     text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     try:
         return text.encode("utf-8")
@@ -36,3 +68,6 @@ class JSONResponse(_StarletteJSONResponse):
     def render(self, content: Any) -> bytes:
         """The body: see :func:`render_json`."""
         return render_json(content)
+
+
+use_orjson(True)

@@ -713,6 +713,8 @@ class StateKeeper:
 
     def put(self, kind: str, key: str, value: Any) -> None:
         """Stage the JSON-able ``value`` under (``kind``, ``key``), committed with this call."""
+        if not self.store.durable:
+            return  # memory is the state: nothing to stage (a poll mints a token record)
         text = _dumps(value)  # now: a value that is not JSON fails in the caller, not the commit
         self._deletes.discard((kind, key))
         self._puts[kind, key] = text
@@ -724,6 +726,14 @@ class StateKeeper:
 
     def flush(self) -> None:
         """Commit what changed under the lock; a 500 (keeping it for the next try) on failure."""
+        if not self.store.durable:
+            # Memory is the state: nothing to collect (the environments track no changes) and
+            # nowhere to write.  This runs at every release of the lock, so it must be cheap.
+            self._touched.clear()
+            self._puts.clear()
+            self._deletes.clear()
+            self._clear = False
+            return
         touched = self._touched
         if self._watched:
             touched.update(self._watched)

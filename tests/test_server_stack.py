@@ -1,0 +1,172 @@
+"""The stack serve runs on (plain or fast), the orjson renderer and its fallbacks, access log."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from workstate.server import MockServer, _cli, _render, _stack
+from workstate.server._render import render_json
+
+
+@pytest.fixture
+def orjson_on() -> Iterator[None]:
+    """orjson rendering for one test, and the process's setting back afterwards."""
+    before = _render.orjson_in_use()
+    assert _render.use_orjson(True)
+    yield
+    _render.use_orjson(before)
+
+
+def test_the_stacks_resolve_to_what_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _stack.resolve("plain") == "plain"
+    assert _stack.resolve("fast") == "fast"  # the dev install has the fast extra
+    assert _stack.resolve("auto") == "fast"
+    monkeypatch.setattr(_stack, "_missing", lambda: ["uvloop"])
+    assert _stack.resolve("auto") == "plain"  # auto falls back quietly
+    with pytest.raises(_stack.StackUnavailableError) as info:
+        _stack.resolve("fast")
+    assert "uvloop" in str(info.value)
+    assert "pip install 'sandbox-workstate[fast]'" in str(info.value)
+
+
+def test_an_unknown_stack_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown stack 'quick'; the stacks are \['auto'"):
+        _stack.resolve("quick")
+
+
+def test_each_stack_names_its_loop_and_packages() -> None:
+    assert _stack.loop("plain") == "asyncio"
+    assert _stack.loop("fast") == "uvloop"
+    assert _stack.describe("fast") == "fast stack: uvloop, orjson"
+    assert _stack.describe("plain").startswith("plain stack: asyncio, json (pip install")
+
+
+@pytest.mark.usefixtures("orjson_on")
+def test_orjson_renders_what_the_standard_library_does() -> None:
+    server = MockServer(seed=1)
+    work = server.create_work("env_a", metadata={"note": "é ✓"})
+    for content in (work.to_json(include_secret=True), None, {"data": [1, 2.5, True, None]}):
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        assert render_json(content) == text
+
+
+@pytest.mark.usefixtures("orjson_on")
+@pytest.mark.parametrize(
+    ("content", "rendered"),
+    [
+        ({"k": "\ud800"}, b'{"k":"\\ud800"}'),  # an unpaired surrogate: escaped ASCII
+        ({"n": 1 << 70}, b'{"n":1180591620717411303424}'),  # beyond 64 bits
+        ({1: "a"}, b'{"1":"a"}'),  # a key that is not a string
+    ],
+)
+def test_what_orjson_refuses_falls_back_to_the_standard_library(
+    content: Any, rendered: bytes
+) -> None:
+    assert render_json(content) == rendered
+
+
+def test_the_plain_stack_renders_with_the_standard_library(orjson_on: None) -> None:
+    assert not _render.use_orjson(False)
+    assert not _render.orjson_in_use()
+    assert render_json({"k": "é"}) == '{"k":"é"}'.encode()
+
+
+def test_use_orjson_without_orjson_says_so(
+    monkeypatch: pytest.MonkeyPatch, orjson_on: None
+) -> None:
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson now raises ImportError
+    assert not _render.use_orjson(True)
+    assert not _render.orjson_in_use()
+
+
+def _fake_serve(seen: dict[str, Any]) -> Any:
+    def fake(server: MockServer, sock: socket.socket, log_level: str, **options: Any) -> None:
+        seen.update(options)
+
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("argv", "stack", "banner"),
+    [
+        ([], "fast", "fast stack: uvloop, orjson"),
+        (["--stack", "fast"], "fast", "fast stack: uvloop, orjson"),
+        (["--stack", "plain"], "plain", "plain stack: asyncio, json"),
+    ],
+)
+def test_serve_runs_the_stack_it_is_asked_for_and_says_so(
+    argv: list[str],
+    stack: str,
+    banner: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(_cli, "serve", _fake_serve(seen))
+    assert _cli.main(["--port", "0", *argv]) == 0
+    assert seen == {"stack": stack, "access_log": False}
+    assert banner in capsys.readouterr().out
+
+
+def test_the_access_log_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(_cli, "serve", _fake_serve(seen))
+    assert _cli.main(["--port", "0", "--access-log"]) == 0
+    assert seen["access_log"] is True
+
+
+def test_serve_refuses_the_fast_stack_when_it_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_stack, "_missing", lambda: ["orjson"])
+    with pytest.raises(SystemExit) as info:
+        _cli.main(["--port", "0", "--stack", "fast"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--stack fast: the fast stack needs orjson" in err
+    assert "pip install 'sandbox-workstate[fast]'" in err
+
+
+@pytest.mark.parametrize(
+    ("stack", "loop", "orjson"), [("fast", "uvloop", True), ("plain", "asyncio", False)]
+)
+def test_serve_hands_uvicorn_the_stack_and_the_access_log(
+    stack: str, loop: str, orjson: bool, monkeypatch: pytest.MonkeyPatch, orjson_on: None
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def run(self: uvicorn.Server, sockets: Any = None) -> None:
+        seen.update(loop=self.config.loop, access_log=self.config.access_log)
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    with socket.socket() as sock:
+        _cli.serve(MockServer(), sock, "warning", stack=stack, access_log=True)
+    assert seen == {"loop": loop, "access_log": True}
+    assert _render.orjson_in_use() is orjson
+
+
+def test_a_client_watch_outside_uvicorn_asks_the_receive_channel() -> None:
+    """In process (no uvicorn request cycle behind receive) the watch asks Starlette."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from workstate.server._disconnect import ClientWatch
+
+    messages = [{"type": "http.request", "body": b""}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def main() -> tuple[bool, bool]:
+        watch = ClientWatch(Request({"type": "http", "method": "GET", "headers": []}, receive))
+        return await watch.gone(), await watch.gone()
+
+    assert asyncio.run(main()) == (False, True)
