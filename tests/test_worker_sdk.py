@@ -435,24 +435,28 @@ def test_default_rules_retry_inside_the_lease_where_the_sdk_waits_past_it() -> N
 
 
 # =================================================================== random scripts
+# Durations are binary fractions so that the fake clock's sums are exact: with 0.05 a failure
+# landing exactly one TTL after the renewal came out 60.00000000000001 s late on one path and
+# 60.0 on the other, and "strictly more than the TTL" then told the two rules apart by rounding.
+TOOK = st.sampled_from([0.0, 0.0625, 0.5])
 ok_steps = st.builds(
     Ok,
     ttl=st.sampled_from([1, 2, 3, 10, 20, 45, 60, 90, 120, 600]),
     state=st.sampled_from(["active", "active", "active", "starting", "stopping", "stopped"]),
     extended=st.sampled_from([True, True, True, False]),
-    took=st.sampled_from([0.0, 0.05, 0.5]),
+    took=TOOK,
 )
 fail_steps = st.builds(
     Fail,
     status=st.sampled_from([400, 401, 403, 404, 408, 409, 412, 422, 429, 500, 502, 503, 529]),
     details=st.booleans(),
-    took=st.sampled_from([0.0, 0.05, 0.5]),
+    took=TOOK,
 )
 answer_steps = st.one_of(
     ok_steps,
     fail_steps,
     st.just(Timeout()),
-    st.builds(Down, took=st.sampled_from([0.0, 0.01])),
+    st.builds(Down, took=st.sampled_from([0.0, 0.015625])),
 )
 
 
@@ -481,6 +485,17 @@ def test_random_scripts_with_default_rules(script: list[Step]) -> None:
         assert beats(ours)[: len(beats(sdk))] == beats(sdk)
     else:
         assert_same(sdk, ours, times=False)
+
+
+def test_a_failure_exactly_one_ttl_after_the_renewal_retries_under_both_rules() -> None:
+    # Found by Hypothesis (with 0.05 s steps, whose sums rounded differently on the two paths).
+    script: list[Step] = [Ok(ttl=10, took=0.0), Fail(408, details=False, took=0.0625),
+                          Ok(ttl=60, took=0.0)]  # fmt: skip
+    sdk = run_sdk(script)
+    ours, _ = run_keeper(script, rules=DEFAULT_HEARTBEAT_RULES)
+    assert sdk.reason == ours.reason == "assumed_lost"
+    assert beats(ours) == beats(sdk)  # the same five heartbeats, ours sent sooner
+    assert ours.sleeps == [5.0, 2.46875, 30.0, 1.0]
 
 
 # =================================================================== the poll loop
