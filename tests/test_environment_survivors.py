@@ -8,12 +8,383 @@ values are written from the spec (§1, §3, §5, §7, §8) and ``docs/server-gui
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from workstate._environment import Environment
+import attrs
+import pytest
+
+from workstate import QODER, InvalidInputError, State
+from workstate._environment import Environment, EnvironmentChanges, EnvironmentState, ItemState
 
 T0 = dt.datetime(2026, 7, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
 
 
 def test_a_new_environment_is_empty() -> None:
     env = Environment("env_1")
     assert (len(env), env.latest_now, "work_1" in env) == (0, None, False)
+
+
+# =================================================================== restore: every rejection whole
+def good_records() -> tuple[EnvironmentState, ItemState, ItemState]:
+    """work_1 created at T0 and delivered at 1 s (its window ends at 6 s), work_2 created at 1 s."""
+    env = Environment("env_1")
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.create(at(1), session_id="sesn_2", work_id="work_2")
+    env.poll(at(1))
+    one, two = env.item_states()
+    return env.state(), one, two
+
+
+STATE, ONE, TWO = good_records()
+AT_2 = at(2)
+PREFIX = "cannot restore environment env_1: "
+LATE = dt.datetime(2026, 7, 1, 8, 0, 3, tzinfo=dt.UTC)
+
+
+def restore_rejects(
+    state: object, items: object, *, now: dt.datetime = AT_2, **fields: Any
+) -> InvalidInputError:
+    with pytest.raises(InvalidInputError) as info:
+        Environment.restore("env_1", now=now, state=state, items=items)  # type: ignore[arg-type]
+    err = info.value
+    assert (err.status, err.error_type) == (400, "invalid_request_error")
+    for name, value in fields.items():
+        assert getattr(err, name) == value, (name, getattr(err, name), value)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "expected", "got", "message"),
+    [
+        ({"id_counter": -1}, "state.id_counter", "an integer >= 0", -1, "got -1"),
+        ({"next_seq": "2"}, "state.next_seq", "an integer >= 0", "2", "got '2'"),
+        ({"named_poll_seen": 1}, "state.named_poll_seen", "true or false", 1, "got 1"),
+        ({"pollers": []}, "state.pollers", "a mapping of worker ids to times", [], "got []"),
+        ({"pollers": {"": T0}}, "state.pollers", "keyed by non-empty worker ids", "", "got ''"),
+        (
+            {"pollers": {"w1": "now"}},
+            "state.pollers.w1",
+            "an aware time at or before 2026-07-01T08:00:02.000000Z",
+            "now",
+            "got 'now'",
+        ),
+        (
+            {"pollers": {"w1": T0}},
+            "state.named_poll_seen",
+            "true when pollers are recorded",
+            False,
+            "got False",
+        ),
+    ],
+)
+def test_restore_names_the_bad_state_field_and_what_it_must_be(
+    change: dict[str, Any], key: str, expected: str, got: object, message: str
+) -> None:
+    restore_rejects(
+        attrs.evolve(STATE, **change),
+        (ONE, TWO),
+        key=key,
+        expected=expected,
+        got=got,
+        work_id=None,
+        message=f"{PREFIX}{key} must be {expected}, {message}",
+    )
+
+
+def test_restore_names_a_state_that_is_no_environment_state() -> None:
+    restore_rejects(
+        {"id_counter": 0},
+        (),
+        key="state",
+        expected="an EnvironmentState",
+        got={"id_counter": 0},
+        message=f"{PREFIX}state must be an EnvironmentState, got dict",
+    )
+
+
+def test_restore_names_a_poller_time_after_now() -> None:
+    restore_rejects(
+        attrs.evolve(STATE, pollers={"w1": LATE}, named_poll_seen=True),
+        (ONE, TWO),
+        key="state.pollers.w1",
+        got=LATE,
+        expected="an aware time at or before 2026-07-01T08:00:02.000000Z",
+    )
+
+
+def test_restore_names_an_item_that_is_no_item_state() -> None:
+    restore_rejects(
+        STATE,
+        (ONE, "x"),
+        key="items[1]",
+        expected="an ItemState(work=Work(...), seq=..., window_until=...)",
+        got="x",
+        work_id=None,
+        message=f"{PREFIX}items[1] must be an ItemState holding a Work, got 'x'",
+    )
+
+
+def test_restore_names_an_item_of_another_environment() -> None:
+    work = attrs.evolve(ONE.work, body=attrs.evolve(ONE.work.body, environment_id="env_2"))
+    restore_rejects(
+        STATE,
+        (attrs.evolve(ONE, work=work),),
+        key="items[0].environment_id",
+        expected="env_1",
+        got="env_2",
+        work_id="work_1",
+        message=f"{PREFIX}item 'work_1' belongs to environment 'env_2'",
+    )
+
+
+def test_restore_names_an_item_of_another_profile() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Environment.restore("env_1", now=at(2), state=STATE, items=(ONE, TWO), profile=QODER)
+    err = info.value
+    assert (err.key, err.expected, err.got, err.work_id, err.message) == (
+        "items[0].profile",
+        "qoder",
+        "anthropic",
+        "work_1",
+        f"{PREFIX}item 'work_1' follows profile 'anthropic', not 'qoder'",
+    )
+
+
+def test_restore_names_a_duplicate_id() -> None:
+    restore_rejects(
+        STATE,
+        (ONE, attrs.evolve(ONE, seq=1)),
+        key="items[1].id",
+        expected="each work id once",
+        got="work_1",
+        work_id="work_1",
+        message=f"{PREFIX}item 'work_1' appears twice",
+    )
+
+
+def test_restore_names_a_sequence_number_past_next_seq() -> None:
+    restore_rejects(
+        STATE,
+        (ONE, attrs.evolve(TWO, seq=2)),
+        key="items[1].seq",
+        expected="a sequence number from 0 to 1 (state.next_seq - 1), each once",
+        got=2,
+        work_id="work_2",
+        message=f"{PREFIX}item 'work_2' has the sequence number 2",
+    )
+
+
+def test_restore_names_a_broken_invariant() -> None:
+    broken = attrs.evolve(ONE.work, state=State.ACTIVE)  # no ack time, no lease
+    restore_rejects(
+        STATE,
+        (attrs.evolve(ONE, work=broken),),
+        key="items[0].acknowledged_at",
+        expected="valid records",
+        got=broken,
+        work_id="work_1",
+        message=f"{PREFIX}item 'work_1' breaks an invariant: acknowledged_at is null in state "
+        "active, where it must be set",
+    )
+
+
+def test_restore_names_an_item_changed_after_now() -> None:
+    restore_rejects(
+        STATE,
+        (ONE, TWO),
+        now=T0,
+        key="items[0].touched_at",
+        expected="a time at or before 2026-07-01T08:00:00.000000Z",
+        got=at(1),
+        work_id="work_1",
+        message=f"{PREFIX}item 'work_1' changed at 2026-07-01T08:00:01.000000Z, after now "
+        "(2026-07-01T08:00:00.000000Z)",
+    )
+
+
+WINDOW = "a time at or after delivered_at on a delivered queued item, or None"
+
+
+def test_restore_names_a_window_on_an_undelivered_item() -> None:
+    restore_rejects(
+        STATE,
+        (ONE, attrs.evolve(TWO, window_until=at(9))),
+        key="items[1].window_until",
+        expected=WINDOW,
+        got=at(9),
+        work_id="work_2",
+        message=f"{PREFIX}item 'work_2' has a redelivery window ({at(9)!r}) but is queued and "
+        "delivered at None",
+    )
+
+
+def test_restore_names_a_naive_window_or_one_on_an_acked_item() -> None:
+    naive = at(6).replace(tzinfo=None)
+    restore_rejects(
+        STATE, (attrs.evolve(ONE, window_until=naive), TWO), key="items[0].window_until"
+    )
+    env = Environment("env_1")
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.poll(T0)
+    env.ack("work_1", at(1))
+    (acked,) = env.item_states()
+    restore_rejects(
+        env.state(),
+        (attrs.evolve(acked, window_until=at(5)),),
+        key="items[0].window_until",
+        got=at(5),
+        message=f"{PREFIX}item 'work_1' has a redelivery window ({at(5)!r}) but is starting and "
+        "delivered at None",
+    )
+
+
+def test_restore_accepts_a_window_that_ends_at_the_delivery() -> None:
+    # "at or after delivered_at": a window of zero length is a window that already ended.
+    copy = Environment.restore(
+        "env_1", now=at(2), state=STATE, items=(attrs.evolve(ONE, window_until=at(1)), TWO)
+    )
+    assert copy.poll(at(2), reclaim_older_than_ms=1000).id == "work_1"  # type: ignore[union-attr]
+
+
+def test_restore_names_sequence_numbers_out_of_creation_order() -> None:
+    restore_rejects(
+        STATE,
+        (attrs.evolve(ONE, seq=1), attrs.evolve(TWO, seq=0)),
+        key="items.seq",
+        expected="sequence numbers in created_at order",
+        got=1,
+        work_id="work_1",
+        message=f"{PREFIX}item 'work_1' (seq 1) was created before item 'work_2' (seq 0); "
+        "sequence is creation order",
+    )
+
+
+# =================================================================== restore: the options count
+def test_restore_passes_every_option_on() -> None:
+    source = Environment("env_1", seed=7, retain_stopped_seconds=10)
+    source.create(T0, session_id="sesn_a")
+    copy = Environment.restore(
+        "env_1",
+        now=T0,
+        state=source.state(),
+        items=source.item_states(),
+        seed=7,
+        retain_stopped_seconds=10,
+    )
+    # The same seed: the same next ids.
+    assert copy.create(T0, session_id="sesn_b").id == source.create(T0, session_id="sesn_b").id
+    # The same age bound: stopped 10 s ago is kept, 10.5 s ago is dropped.
+    for env in (source, copy):
+        stopped = env.stop(env.list(T0).data[0].id, T0, force=True)
+        assert stopped.id in env
+        env.stats(at(10))
+        assert stopped.id in env
+        env.stats(at(10.5))
+        assert stopped.id not in env
+    with pytest.raises(InvalidInputError):
+        copy.take_changes()  # track_changes defaults to False, as for a new environment
+
+
+def test_restore_uses_the_id_factory_it_is_given() -> None:
+    copy = Environment.restore(
+        "env_1", now=at(2), state=STATE, items=(ONE, TWO), id_factory=lambda prefix: prefix + "x"
+    )
+    assert copy.create(at(2), session_id="sesn_3").id == "work_x"
+
+
+def test_a_restored_tracking_environment_starts_with_no_changes() -> None:
+    copy = Environment.restore(
+        "env_1", now=at(2), state=STATE, items=(ONE, TWO), track_changes=True
+    )
+    changes = copy.take_changes()
+    assert changes == EnvironmentChanges(state=None, items=(), dropped=())
+    assert not changes
+
+
+def test_restored_pollers_age_out_by_their_own_times() -> None:
+    # "a" polled at 20 s, "b" at 0 s: at 31 s only "a" polled in the last 30 s (spec §1),
+    # whatever order the store handed them back in.
+    state = attrs.evolve(STATE, named_poll_seen=True, pollers={"a": at(20), "b": at(0)})
+    copy = Environment.restore("env_1", now=at(20), state=state, items=(ONE, TWO))
+    assert copy.stats(at(20)).workers_polling == 2
+    assert copy.stats(at(31)).workers_polling == 1
+
+
+# =================================================================== changes
+@pytest.mark.parametrize(
+    ("state", "items", "dropped", "truth"),
+    [
+        (None, (), (), False),
+        (STATE, (), (), True),
+        (None, (ONE,), (), True),
+        (None, (), ("work_9",), True),
+    ],
+)
+def test_changes_are_true_when_anything_changed(
+    state: EnvironmentState | None,
+    items: tuple[ItemState, ...],
+    dropped: tuple[str, ...],
+    truth: bool,
+) -> None:
+    assert bool(EnvironmentChanges(state=state, items=items, dropped=dropped)) is truth
+
+
+def test_take_changes_without_tracking_says_how_to_build_the_environment() -> None:
+    env = Environment("env_1")
+    with pytest.raises(InvalidInputError) as info:
+        env.take_changes()
+    err = info.value
+    assert (err.status, err.error_type, err.key, err.expected, err.got, err.message) == (
+        400,
+        "invalid_request_error",
+        "track_changes",
+        "Environment(..., track_changes=True)",
+        False,
+        "take_changes needs an environment built with track_changes=True",
+    )
+
+
+# =================================================================== time, listing, next change
+def test_expire_due_counts_as_seen() -> None:
+    env = Environment("env_1")
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.expire_due(at(10))
+    assert env.latest_now == at(10)
+    with pytest.raises(InvalidInputError) as info:
+        env.get("work_1", at(5))
+    assert info.value.key == "now"
+
+
+def test_a_bad_limit_names_the_range_and_what_was_sent() -> None:
+    env = Environment("env_1")
+    with pytest.raises(InvalidInputError) as info:
+        env.list(T0, limit=1001)
+    err = info.value
+    assert (err.key, err.expected, err.got, err.message) == (
+        "limit",
+        "an integer from 1 to 1000",
+        1001,
+        "limit must be an integer from 1 to 1000, got 1001",
+    )
+
+
+def test_a_page_followed_only_by_dropped_items_is_the_last() -> None:
+    env = Environment("env_1", retain_stopped=0)
+    for n in (1, 2, 3):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+    env.stop("work_3", T0, force=True)  # dropped by the next call
+    page = env.list(T0, limit=2)
+    assert ([w.id for w in page.data], page.next_page) == (["work_1", "work_2"], None)
+    assert "work_3" not in env
+
+
+def test_next_change_at_with_a_window_of_zero_is_the_delivery_itself() -> None:
+    env = Environment("env_1", profile=QODER)  # qoder accepts reclaim_older_than_ms=0
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.poll(at(1))
+    assert env.next_change_at(reclaim_older_than_ms=0) == at(1)
+    assert env.next_change_at() == at(6)  # the profile's default window, 5 s
