@@ -8,12 +8,13 @@ values are written from the spec (§1, §3, §5, §7, §8) and ``docs/server-gui
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import attrs
 import pytest
 
-from workstate import QODER, InvalidInputError, State
+from workstate import ANTHROPIC, QODER, InvalidInputError, State
 from workstate._environment import Environment, EnvironmentChanges, EnvironmentState, ItemState
 
 T0 = dt.datetime(2026, 7, 1, 8, 0, tzinfo=dt.UTC)
@@ -388,3 +389,71 @@ def test_next_change_at_with_a_window_of_zero_is_the_delivery_itself() -> None:
     env.poll(at(1))
     assert env.next_change_at(reclaim_older_than_ms=0) == at(1)
     assert env.next_change_at() == at(6)  # the profile's default window, 5 s
+
+
+# =================================================================== many stale entries
+# Past about a thousand stale index entries the environment rebuilds its indexes; these runs go
+# past that point and check, through the public API only, that nothing live was lost.
+MANY = 1100
+
+
+def test_the_oldest_queued_item_survives_many_acks() -> None:
+    env = Environment("env_1", profile=QODER)  # qoder: an ack starts a lease of 60 s
+    for n in range(MANY):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+    for _ in range(MANY):
+        work = env.poll(T0)
+        assert work is not None
+        env.ack(work.id, T0)
+    env.create(at(1), session_id="sesn_x", work_id="work_x")
+    assert env.stats(at(1)).oldest_queued_at == at(1)
+    # Every lease lapses at 60 s: the acked items are queued again, oldest first.
+    assert env.stats(at(61)).oldest_queued_at == T0
+    assert env.stats(at(61)).depth == MANY + 1
+    assert env.poll(at(61)).id == "work_0"  # type: ignore[union-attr]
+
+
+def test_a_new_item_is_handed_out_after_many_queued_items_stopped() -> None:
+    env = Environment("env_1")
+    for n in range(MANY):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+        env.stop(f"work_{n}", T0, force=True)
+    env.create(at(1), session_id="sesn_x", work_id="work_x")
+    assert env.poll(at(1)).id == "work_x"  # type: ignore[union-attr]
+
+
+def test_a_lease_renewed_many_times_still_lapses() -> None:
+    env = Environment("env_1", profile=QODER)
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.poll(T0)
+    env.ack("work_1", T0)
+    last = T0
+    for n in range(1, MANY + 1):
+        last = at(n / 100)
+        env.heartbeat("work_1", last)
+    assert env.get("work_1", last + dt.timedelta(seconds=60)).state is State.ACTIVE
+    assert env.get("work_1", last + dt.timedelta(seconds=61)).state is State.QUEUED
+
+
+def test_the_next_change_after_many_acked_deliveries_is_the_live_ones() -> None:
+    env = Environment("env_1")  # anthropic: an ack starts no lease, so only windows count
+    for n in range(MANY):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+        env.poll(T0)
+        env.ack(f"work_{n}", T0)
+    env.create(at(1), session_id="sesn_x", work_id="work_x")
+    env.poll(at(1))
+    assert env.next_change_at() == at(6)
+    assert env.stats(at(2)).pending == 1
+
+
+def test_a_fresh_id_on_redelivery_is_an_api_work_id() -> None:
+    fresh = attrs.evolve(ANTHROPIC, name="fresh-ids", fresh_id_on_redelivery=True)
+    env = Environment("env_1", profile=fresh)
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.poll(T0)
+    again = env.poll(at(5))
+    assert again is not None
+    assert re.fullmatch(r"work_[0-9A-Za-z]{24}", again.id)
+    assert "work_1" not in env
+    assert again.id in env
