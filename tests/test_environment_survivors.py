@@ -457,3 +457,56 @@ def test_a_fresh_id_on_redelivery_is_an_api_work_id() -> None:
     assert re.fullmatch(r"work_[0-9A-Za-z]{24}", again.id)
     assert "work_1" not in env
     assert again.id in env
+
+
+# =================================================================== ids and cursors
+def test_the_id_counter_counts_the_generated_ids() -> None:
+    env = Environment("env_1")
+    env.create(T0, session_id="sesn_1")  # one generated id: the work id
+    assert env.state().id_counter == 1
+    env.create(T0)  # two: the work id and the session id
+    assert env.state().id_counter == 3
+    env.create(T0, session_id="sesn_2", work_id="work_given")  # none
+    assert env.state().id_counter == 3
+
+
+def test_a_cursor_with_url_safe_characters_is_accepted() -> None:
+    # This environment's cursors carry a "-" (the URL-safe alphabet of base 64).
+    env = Environment("env_cursor")
+    for n in range(3):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+    first = env.list(T0, limit=1)
+    assert first.next_page is not None
+    assert "-" in first.next_page
+    assert [w.id for w in env.list(T0, limit=1, page=first.next_page).data] == ["work_1"]
+
+
+def test_a_cursor_with_a_character_outside_base64_is_refused() -> None:
+    env = Environment("env_1")
+    for n in range(3):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+    cursor = env.list(T0, limit=1).next_page
+    assert cursor is not None
+    bad = cursor[:4] + "!" + cursor[4:]
+    with pytest.raises(InvalidInputError) as info:
+        env.list(T0, limit=1, page=bad)
+    err = info.value
+    assert (err.key, err.got, err.message) == (
+        "page",
+        bad,
+        f"page '{bad}' is not a cursor this API returned; pass the next_page of an earlier "
+        "answer, or omit it",
+    )
+
+
+def test_a_page_that_is_no_string_names_its_type() -> None:
+    env = Environment("env_1")
+    with pytest.raises(InvalidInputError) as info:
+        env.list(T0, page=5)  # type: ignore[arg-type]
+    err = info.value
+    assert (err.key, err.expected, err.got, err.message) == (
+        "page",
+        "the next_page of an earlier listing, or omitted",
+        5,
+        "page must be a string, got int; pass the next_page of an earlier answer, or omit it",
+    )
