@@ -510,3 +510,22 @@ def test_a_page_that_is_no_string_names_its_type() -> None:
         5,
         "page must be a string, got int; pass the next_page of an earlier answer, or omit it",
     )
+
+
+def test_a_cursor_of_another_environment_is_refused() -> None:
+    other, env = Environment("env_2"), Environment("env_1")
+    for e in (other, env):
+        for n in range(3):
+            e.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+    cursor = other.list(T0, limit=1).next_page
+    assert cursor is not None
+    with pytest.raises(InvalidInputError) as info:
+        env.list(T0, limit=1, page=cursor)
+    err = info.value
+    assert (err.key, err.expected, err.got, err.message) == (
+        "page",
+        "the next_page of an earlier listing, or omitted",
+        cursor,
+        f"page '{cursor}' is not a cursor of this environment's listing; pass the next_page of "
+        "an earlier answer, or omit it",
+    )
