@@ -529,3 +529,103 @@ def test_a_cursor_of_another_environment_is_refused() -> None:
         f"page '{cursor}' is not a cursor of this environment's listing; pass the next_page of "
         "an earlier answer, or omit it",
     )
+
+
+def test_many_acked_reclaims_keep_the_live_delivery() -> None:
+    env = Environment("env_1")
+    for n in range(MANY + 1):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+        env.poll(T0)
+    assert env.poll(at(5)).id == "work_0"  # type: ignore[union-attr]  # reclaimed: 5 s old
+    for n in range(1, MANY):
+        env.ack(f"work_{n}", at(5))
+    # work_<MANY> is the one delivery of T0 nobody acked: the next poll reclaims it.
+    assert env.poll(at(6)).id == f"work_{MANY}"  # type: ignore[union-attr]
+
+
+def test_a_new_item_counts_after_many_stopped_items_were_dropped() -> None:
+    env = Environment("env_1", retain_stopped=0)
+    for n in range(MANY):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+        env.stop(f"work_{n}", T0, force=True)
+    env.create(at(1), session_id="sesn_x", work_id="work_x")  # the stopped ones go first
+    assert len(env) == 1
+    assert env.stats(at(1)).oldest_queued_at == at(1)
+    assert env.poll(at(1)).id == "work_x"  # type: ignore[union-attr]
+
+
+# =================================================================== the rejections of a call
+def test_a_worker_id_is_up_to_256_characters() -> None:
+    env = Environment("env_1")
+    env.poll(T0, worker_id="w" * 256)
+    with pytest.raises(InvalidInputError) as info:
+        env.poll(T0, worker_id="w" * 257)
+    assert info.value.key == "worker_id"
+    with pytest.raises(InvalidInputError) as info:
+        env.poll(T0, worker_id="")
+    assert info.value.key == "worker_id"
+    assert env.stats(T0).workers_polling == 1
+
+
+def test_a_work_id_that_is_no_string_names_its_type() -> None:
+    env = Environment("env_1")
+    with pytest.raises(InvalidInputError) as info:
+        env.get(5, T0)  # type: ignore[arg-type]
+    err = info.value
+    assert (err.status, err.key, err.expected, err.got, err.message) == (
+        400,
+        "work_id",
+        "a work id, 'work_...'",
+        5,
+        "work_id must be a string, got int",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key", "expected", "message"),
+    [
+        (
+            {"block_ms": 0},
+            "block_ms",
+            "an integer from 1 to 999 (milliseconds), or omitted",
+            "block_ms must be an integer from 1 to 999, got 0",
+        ),
+        (
+            {"block_ms": 1000},
+            "block_ms",
+            "an integer from 1 to 999 (milliseconds), or omitted",
+            "block_ms must be an integer from 1 to 999, got 1000",
+        ),
+        (
+            {"reclaim_older_than_ms": 0},
+            "reclaim_older_than_ms",
+            "an integer >= 1 (milliseconds), or omitted",
+            "reclaim_older_than_ms must be an integer >= 1, got 0",
+        ),
+    ],
+)
+def test_a_bad_poll_argument_names_what_was_sent_and_the_range(
+    kwargs: dict[str, int], key: str, expected: str, message: str
+) -> None:
+    env = Environment("env_1")
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    with pytest.raises(InvalidInputError) as info:
+        env.poll(T0, **kwargs)  # type: ignore[arg-type]
+    err = info.value
+    assert (err.key, err.expected, err.got, err.message) == (
+        key,
+        expected,
+        next(iter(kwargs.values())),
+        message,
+    )
+    assert env.stats(T0).depth == 1  # nothing was handed out
+    assert env.poll(T0, block_ms=1) is not None  # the range's ends are accepted
+    assert env.poll(T0, block_ms=999, reclaim_older_than_ms=1) is None
+
+
+def test_a_repeated_poll_at_the_same_time_changes_nothing_a_store_keeps() -> None:
+    env = Environment("env_1", track_changes=True)
+    env.poll(T0, worker_id="w1")
+    assert env.take_changes().state == env.state()
+    env.poll(T0, worker_id="w1")  # the same worker at the same instant, nothing to hand out
+    assert not env.take_changes()
