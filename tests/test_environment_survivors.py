@@ -413,6 +413,37 @@ def test_the_oldest_queued_item_survives_many_acks() -> None:
     assert env.poll(at(61)).id == "work_0"  # type: ignore[union-attr]
 
 
+def test_the_first_item_is_handed_out_after_many_queued_items_stopped() -> None:
+    env = Environment("env_1")
+    env.create(T0, session_id="sesn_first", work_id="work_first")
+    for n in range(MANY):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+        env.stop(f"work_{n}", T0, force=True)
+    assert env.poll(at(1)).id == "work_first"  # type: ignore[union-attr]
+    assert env.poll(at(1)) is None
+
+
+def test_every_live_item_is_handed_out_after_many_were_stopped_and_dropped() -> None:
+    env = Environment("env_1", retain_stopped=0)
+    live = []
+    for n in range(MANY):
+        env.create(at(n / 1000), session_id=f"sesn_{n}", work_id=f"work_{n}")
+        if n % 10:
+            env.stop(f"work_{n}", at(n / 1000), force=True)
+        else:
+            live.append(n)
+    handed = []
+    while (work := env.poll(at(2))) is not None:
+        handed.append(work.id)
+    assert handed == [f"work_{n}" for n in live]
+    assert env.stats(at(2)).depth == 0
+    # Acked oldest first, the oldest queued item is each time the next live one.
+    for k, n in enumerate(live):
+        assert env.stats(at(2)).oldest_queued_at == at(n / 1000)
+        env.ack(f"work_{n}", at(2))
+        assert k + 1 < len(live) or env.stats(at(2)).oldest_queued_at is None
+
+
 def test_a_new_item_is_handed_out_after_many_queued_items_stopped() -> None:
     env = Environment("env_1")
     for n in range(MANY):
@@ -424,13 +455,18 @@ def test_a_new_item_is_handed_out_after_many_queued_items_stopped() -> None:
 
 def test_a_lease_renewed_many_times_still_lapses() -> None:
     env = Environment("env_1", profile=QODER)
-    env.create(T0, session_id="sesn_1", work_id="work_1")
-    env.poll(T0)
-    env.ack("work_1", T0)
+    for n in (1, 2):
+        env.create(T0, session_id=f"sesn_{n}", work_id=f"work_{n}")
+        env.poll(T0)
+        env.ack(f"work_{n}", T0)  # qoder: a lease of 60 s from the ack
     last = T0
     for n in range(1, MANY + 1):
         last = at(n / 100)
         env.heartbeat("work_1", last)
+    # work_2's one lease lapses at 60 s, work_1's last renewal at 71 s, whenever the
+    # environment tidied its deadlines in between.
+    assert env.get("work_2", at(60)).state is State.STARTING
+    assert env.get("work_2", at(61)).state is State.QUEUED
     assert env.get("work_1", last + dt.timedelta(seconds=60)).state is State.ACTIVE
     assert env.get("work_1", last + dt.timedelta(seconds=61)).state is State.QUEUED
 
