@@ -665,3 +665,55 @@ def test_a_repeated_poll_at_the_same_time_changes_nothing_a_store_keeps() -> Non
     assert env.take_changes().state == env.state()
     env.poll(T0, worker_id="w1")  # the same worker at the same instant, nothing to hand out
     assert not env.take_changes()
+
+
+# ------------------------------------------------------------------------------ retention bounds
+RETAIN_COUNT = "an integer >= 0 (how many stopped items to keep), or None to keep all"
+RETAIN_AGE = "a finite number of seconds >= 0, or None to keep stopped items whatever their age"
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "expected", "got", "message"),
+    [
+        ({"retain_stopped": -1}, "retain_stopped", RETAIN_COUNT, -1,
+         "retain_stopped must be an integer >= 0 or None, got -1"),
+        ({"retain_stopped": 2.0}, "retain_stopped", RETAIN_COUNT, 2.0,
+         "retain_stopped must be an integer >= 0 or None, got 2.0"),
+        ({"retain_stopped": True}, "retain_stopped", RETAIN_COUNT, True,
+         "retain_stopped must be an integer >= 0 or None, got True"),
+        ({"retain_stopped_seconds": -0.5}, "retain_stopped_seconds", RETAIN_AGE, -0.5,
+         "retain_stopped_seconds must be a finite number >= 0 or None, got -0.5"),
+        ({"retain_stopped_seconds": float("inf")}, "retain_stopped_seconds", RETAIN_AGE,
+         float("inf"), "retain_stopped_seconds must be a finite number >= 0 or None, got inf"),
+        ({"retain_stopped_seconds": False}, "retain_stopped_seconds", RETAIN_AGE, False,
+         "retain_stopped_seconds must be a finite number >= 0 or None, got False"),
+        ({"retain_stopped_seconds": "60"}, "retain_stopped_seconds", RETAIN_AGE, "60",
+         "retain_stopped_seconds must be a finite number >= 0 or None, got '60'"),
+    ],
+)  # fmt: skip
+def test_a_bad_retention_bound_is_named_whole(
+    options: dict[str, Any], key: str, expected: str, got: object, message: str
+) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Environment("env_1", **options)
+    err = info.value
+    assert (err.status, err.error_type, err.key, err.expected, err.message) == (
+        400,
+        "invalid_request_error",
+        key,
+        expected,
+        message,
+    )
+    assert err.got == got
+
+
+@pytest.mark.parametrize("seconds", [0, 0.5, 10**30])
+def test_any_finite_age_of_zero_or_more_is_a_retention_bound(seconds: float) -> None:
+    # 0 drops every stopped item at once; a fraction of a second is kept as given; an age past
+    # what a timedelta holds keeps every item (older than any item could be).
+    env = Environment("env_1", retain_stopped_seconds=seconds)
+    work = env.create(now=T0)
+    env.stop(work.id, now=T0, force=True)
+    env.create(now=at(0.25))  # any later call applies the bound
+    kept = work.id in env
+    assert kept is (seconds > 0.25)
