@@ -717,3 +717,28 @@ def test_any_finite_age_of_zero_or_more_is_a_retention_bound(seconds: float) -> 
     env.create(now=at(0.25))  # any later call applies the bound
     kept = work.id in env
     assert kept is (seconds > 0.25)
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "expected", "got", "message"),
+    [
+        ({"profile": "anthropic"}, "profile", "a workstate.Profile, e.g. workstate.ANTHROPIC",
+         "anthropic", "profile must be a Profile, got str"),
+        ({"seed": 1.5}, "seed", "an int, str or bytes", 1.5,
+         "seed must be an int, str or bytes, got float"),
+    ],
+)  # fmt: skip
+def test_a_bad_profile_or_seed_is_named_whole(
+    options: dict[str, Any], key: str, expected: str, got: object, message: str
+) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Environment("env_1", **options)
+    err = info.value
+    assert (err.status, err.error_type, err.key, err.expected, err.got, err.message) == (
+        400,
+        "invalid_request_error",
+        key,
+        expected,
+        got,
+        message,
+    )
