@@ -501,6 +501,12 @@ def test_check_and_check_history_take_the_ttl_overrides_the_server_was_started_w
     bad.write_text("colour = 1\n")
     assert workstate_main(["check", "--history", str(path), "--profile-file", str(bad)]) == 2
     assert "--profile-file: unknown profile key 'colour'" in capsys.readouterr().err
+    # A journal line that is not JSON is named by its number, as in a history file.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(path.read_text() + "\n{not json\n")
+    assert workstate_main(["check", "--history", str(broken)]) == 2
+    lines = len(path.read_text().splitlines())
+    assert f"line {lines + 2}: invalid JSON" in capsys.readouterr().err
 
 
 def test_a_stop_answered_204_keeps_the_item_it_left_in_the_journal(http: httpx2.Client) -> None:

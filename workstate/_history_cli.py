@@ -21,6 +21,7 @@ from workstate._profile_cli import (
     TTL_FLAGS,
     ProfileOptionError,
     add_profile_options,
+    option_dest,
     profile_from_options,
 )
 from workstate._timeline import render_timeline
@@ -85,14 +86,22 @@ def _read(text: str) -> History:
         head = None if first is None else json.loads(first)
     except ValueError:
         head = None  # read_history names the line and the JSON error
-    if isinstance(head, dict) and "seq" in head and "operation" in head:
-        return history_from_journal(line for line in lines if line.strip())
-    return read_history(lines)
+    if not (isinstance(head, dict) and "seq" in head and "operation" in head):
+        return read_history(lines)
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except ValueError as exc:
+            raise HistoryFormatError(f"invalid JSON: {exc}", line=number) from None
+    return history_from_journal(entries)
 
 
 def _profile(args: argparse.Namespace, history: History) -> Profile | None:
     """The profile the options name over the history's own; None when no option was given."""
-    flags = [args.profile_file, *(getattr(args, f[2:].replace("-", "_")) for f in TTL_FLAGS)]
+    flags = [args.profile_file, *(getattr(args, option_dest(f)) for f in TTL_FLAGS)]
     if args.profile is None and all(value is None for value in flags):
         return None
     if args.profile is None:

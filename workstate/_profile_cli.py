@@ -13,7 +13,13 @@ import argparse
 from workstate._errors import InvalidInputError
 from workstate._profile import ANTHROPIC, PROFILES, Profile, evolve_profile, load_profile
 
-__all__ = ["TTL_FLAGS", "ProfileOptionError", "add_profile_options", "profile_from_options"]
+__all__ = [
+    "TTL_FLAGS",
+    "ProfileOptionError",
+    "add_profile_options",
+    "option_dest",
+    "profile_from_options",
+]
 
 TTL_FLAGS = {
     "--default-ttl": "default_ttl_seconds",
@@ -21,6 +27,11 @@ TTL_FLAGS = {
     "--max-ttl": "max_ttl_seconds",
 }
 """Each TTL flag and the :class:`~workstate._profile.Profile` field it overrides."""
+
+
+def option_dest(flag: str) -> str:
+    """The attribute argparse stores ``flag`` under: ``--default-ttl`` is ``default_ttl``."""
+    return flag[2:].replace("-", "_")
 
 
 class ProfileOptionError(Exception):
@@ -64,13 +75,13 @@ def profile_from_options(args: argparse.Namespace) -> Profile:
     overrides = {
         field: value
         for flag, field in TTL_FLAGS.items()
-        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None
+        if (value := getattr(args, option_dest(flag))) is not None
     }
     try:
         return evolve_profile(profile, overrides)
     except ValueError as exc:  # attrs' validators name the field and the rule it broke
         flags = ", ".join(
-            f"{flag} {getattr(args, flag[2:].replace('-', '_'))}"
+            f"{flag} {getattr(args, option_dest(flag))}"
             for flag in TTL_FLAGS
             if TTL_FLAGS[flag] in overrides
         )
