@@ -706,8 +706,10 @@ def test_the_command_builds_the_server_it_is_asked_for(
     out = capsys.readouterr().out
     assert f"listening on http://127.0.0.1:{seen['port']} " in out
     assert "profile qoder, manual clock, API key required" in out
+    assert "/mock/environments/env_demo/work -H 'x-api-key: <the --api-key>'\n" in out
 
     assert _cli.main(["--port", "0", "--clock", "manual"]) == 0
+    assert capsys.readouterr().out.endswith("/mock/environments/env_demo/work\n")
     assert seen["server"].manual_clock
     assert seen["server"].api_key is None
     assert _cli.main(["--port", "0"]) == 0

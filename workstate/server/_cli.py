@@ -279,7 +279,9 @@ def main(argv: Sequence[str]) -> int:
         f"(profile {p.name}, {args.clock} clock{key}, lease TTL {p.default_ttl_seconds} s "
         f"in {p.min_ttl_seconds}-{p.max_ttl_seconds} s; {_stack.describe(stack)})\n"
         f"  SDK: anthropic.Anthropic(base_url={url!r}, api_key=...)\n"
-        f"  queue an item: curl -X POST {url}/mock/environments/env_demo/work",
+        f"  queue an item: curl -X POST {url}/mock/environments/env_demo/work"
+        # With a key required, the line a newcomer copies must carry it, or it answers 401.
+        + (" -H 'x-api-key: <the --api-key>'" if args.api_key is not None else ""),
         flush=True,
     )
     try:
