@@ -215,6 +215,33 @@ def test_every_kind_of_rejection_is_drawn() -> None:
         assert any(kind in reason for reason in reasons), kind
 
 
+def test_no_early_expiry_is_drawn_for_a_lease_that_already_ran_out() -> None:
+    """An item stopped after its lease's deadline (the lease lapsed, not yet expired) has no
+    time at which an expiry is early: the strategy must not offer one (it drew one at the
+    deadline, which is before the item's latest time, and expected 409 for a 400)."""
+    t = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    active, _ = (
+        Work.create(id="work_0", environment_id="env_0", session_id="s", now=t, profile=QODER)
+        .deliver(t)
+        .ack(t)
+        .heartbeat(t, expected_last_heartbeat=NO_HEARTBEAT)
+    )
+    assert active.lease_expires_at is not None
+    stopping = active.stop(active.lease_expires_at + dt.timedelta(microseconds=1))
+    assert stopping.lease_expires_at is not None
+    assert stopping.touched_at > stopping.lease_expires_at
+
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None)
+    @given(calls(stopping, legal=False))
+    def check(call: Call) -> None:
+        assert call.reason != "the lease has not run out yet"
+        with pytest.raises(WorkstateError) as info:
+            call.apply(stopping)
+        assert info.value.status == call.expect_status
+
+    check()
+
+
 @examples(40)
 @given(works().flatmap(lambda w: st.tuples(st.just(w), calls(w))))
 def test_calls_mix_legal_and_illegal(pair: tuple[Work, Call]) -> None:

@@ -330,7 +330,9 @@ def _illegal_kinds(work: Work) -> list[str]:
         work.state is State.QUEUED and profile.queued_heartbeat_token_is_precondition_failed
     ):
         kinds.append("wrong-token")
-    if work.lease_expires_at is not None:
+    if work.lease_expires_at is not None and work.touched_at <= work.lease_expires_at:
+        # (A call after the deadline, a stop of a lapsed lease say, leaves no time at which
+        # an expiry would be early.)
         kinds.append("early-expire")
     if (
         profile.ack_binds_worker
