@@ -38,6 +38,7 @@ from workstate import (
 )
 from workstate._environment import Environment
 from workstate.server import MockServer, _app, _cli, serve_in_thread
+from workstate.server._harness import HarnessMiddleware
 
 T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 REQUEST_ID = re.compile(r"req_[0-9a-f]{24}")
@@ -869,7 +870,8 @@ def test_a_failure_after_the_response_started_propagates() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         raise RuntimeError("mid-response")
 
-    front = _app._Front(half_then_fail, server=MockServer())
+    server = MockServer()
+    front = HarnessMiddleware(half_then_fail, harness=server.harness)
     sent: list[Any] = []
 
     async def send(message: Any) -> None:

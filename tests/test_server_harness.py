@@ -681,15 +681,31 @@ def test_bodies_in_several_parts_are_journaled_whole(monkeypatch: pytest.MonkeyP
     assert server.harness.entries()[-1]["body"] == '{"fo'
 
 
-def test_an_app_that_fails_before_answering_is_journaled_without_an_answer() -> None:
+def test_an_app_that_fails_before_answering_answers_a_500_envelope_and_journals_it() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
 
     server = MockServer(seed=1)
-    with pytest.raises(RuntimeError, match="boom"):
+    sent = drive(server, app, [{"type": "http.request", "body": b""}])
+    assert sent[0]["status"] == 500
+    (entry,) = server.harness.entries()
+    assert dict(sent[0]["headers"])[b"request-id"] == entry["request_id"].encode()
+    envelope = json.loads(sent[1]["body"])
+    assert envelope["error"]["message"] == "the mock server failed unexpectedly; see its log"
+    assert envelope["request_id"] == entry["request_id"]
+    assert (entry["status"], entry["response"], entry["withheld"]) == (500, envelope, None)
+
+
+def test_an_app_that_fails_after_answering_began_is_journaled_with_what_was_sent() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("mid-answer")
+
+    server = MockServer(seed=1)
+    with pytest.raises(RuntimeError, match="mid-answer"):
         drive(server, app, [{"type": "http.request", "body": b""}])
     (entry,) = server.harness.entries()
-    assert (entry["status"], entry["response"], entry["withheld"]) == (None, None, None)
+    assert (entry["status"], entry["response"]) == (200, None)
 
 
 def test_inspection_pages_through_a_large_environment() -> None:

@@ -156,8 +156,6 @@ def test_a_client_watch_outside_uvicorn_asks_the_receive_channel() -> None:
     """In process (no uvicorn request cycle behind receive) the watch asks Starlette."""
     import asyncio
 
-    from starlette.requests import Request
-
     from workstate.server._disconnect import ClientWatch
 
     messages = [{"type": "http.request", "body": b""}, {"type": "http.disconnect"}]
@@ -166,7 +164,40 @@ def test_a_client_watch_outside_uvicorn_asks_the_receive_channel() -> None:
         return messages.pop(0)
 
     async def main() -> tuple[bool, bool]:
-        watch = ClientWatch(Request({"type": "http", "method": "GET", "headers": []}, receive))
+        watch = ClientWatch({"type": "http", "method": "GET", "headers": []}, receive)
         return await watch.gone(), await watch.gone()
 
     assert asyncio.run(main()) == (False, True)
+
+
+def test_a_client_watch_behind_wrappers_reads_the_cycle_the_middleware_noted() -> None:
+    """The handler's receive is a middleware's closure; the cycle noted in the scope answers,
+    and the channel is never asked (asking it would consume a message)."""
+    import asyncio
+
+    from workstate.server._disconnect import CYCLE_KEY, ClientWatch, note_cycle
+
+    class Cycle:
+        disconnected = False
+
+        async def receive(self) -> dict[str, Any]:
+            raise AssertionError("the cycle's flag answers; nothing is received")
+
+    cycle = Cycle()
+    scope: dict[str, Any] = {"type": "http"}
+    note_cycle(scope, cycle.receive)
+    assert scope[CYCLE_KEY] is cycle
+
+    async def wrapped() -> dict[str, Any]:
+        raise AssertionError("the wrapper is not asked either")
+
+    async def main() -> tuple[bool, bool]:
+        watch = ClientWatch(scope, wrapped)
+        first = await watch.gone()
+        cycle.disconnected = True
+        return first, await watch.gone()
+
+    assert asyncio.run(main()) == (False, True)
+    plain: dict[str, Any] = {}
+    note_cycle(plain, wrapped)  # a closure has no cycle behind it: nothing is noted
+    assert CYCLE_KEY not in plain

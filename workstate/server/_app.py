@@ -16,13 +16,15 @@ This is an adapter and holds no lifecycle rules.  A request goes through three s
    (re-entrant, so the documented ``with server.lock: server.environment(...)`` works; since
    no coroutine holds it across an ``await``, re-entry never lets two requests interleave).
 3. *Render*: the core's records know their JSON; every :class:`~workstate.WorkstateError`
-   knows its status and its envelope.  The front middleware adds a ``request-id`` header to
-   every response (and the same id to every error envelope), checks the API key, and turns an
-   unexpected exception into a 500 envelope.
+   knows its status and its envelope.
 
-Around all three sits the harness (``_harness.py``): fault rules, the request journal, reset
-and inspection.  The one hook it needs here is in :meth:`MockServer._touch`, which tells it the
-time handed to the core and the item as the core found it.
+The calls a worker makes all day are routed by one split of the path and answered directly
+(``_dispatch.py``); the rest goes through Starlette's router.  Around it all sits the harness's
+middleware (``_harness.py``): a ``request-id`` header on every response (and the same id in
+every error envelope), the API key, fault rules, the request journal, and a 500 envelope for
+an unexpected exception; the harness also holds reset and inspection.  The one hook it needs
+here is in :meth:`MockServer._touch`, which tells it the time handed to the core and the item
+as the core found it.
 
 Hostile input is bounded outside this module: ``_limits`` (body and head size, read
 deadlines, malformed HTTP in the envelope), ``_render`` (answers that cannot fail to render),
@@ -54,9 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
-import hmac
 import json
-import logging
 import os
 import random
 import re
@@ -68,14 +68,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workstate._environment import Environment, check_retention
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
@@ -93,6 +91,7 @@ from workstate._wire import work_data_from_json as _work_data_from_json
 from workstate._work import Work
 from workstate.server._auth import check_api_key
 from workstate.server._disconnect import ClientWatch
+from workstate.server._dispatch import Application, Call, Dispatch, Handler, endpoint
 from workstate.server._harness import Harness, HarnessMiddleware
 from workstate.server._limits import (
     DEFAULT_MAX_BODY_BYTES,
@@ -102,14 +101,13 @@ from workstate.server._limits import (
     uvicorn_options,
 )
 from workstate.server._query import int_query
-from workstate.server._render import JSONResponse
+from workstate.server._render import JSONResponse, render_json
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
 from workstate.server._store import CommittingLock, MemoryStore, Saved, SqliteStore, StateKeeper
 
 __all__ = ["MockServer", "serve_in_thread"]
 
-_log = logging.getLogger("workstate.server")
 
 EXPIRY_SLICE = 16
 """How many lapsed leases a request applies before its own call (``expire_due(limit=...)``):
@@ -126,9 +124,9 @@ Clock = SystemClock | ManualClock
 
 
 # ------------------------------------------------------------------------------ parsing
-async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+async def _json_body(call: Call | Request, allowed: tuple[str, ...]) -> dict[str, Any]:
     """The request's JSON object (``{}`` for an empty body), with only ``allowed`` keys."""
-    raw = await request.body()
+    raw = await call.body()
     if not raw.strip():
         return {}
     try:
@@ -261,7 +259,7 @@ class MockServer:
             restarts = int(self._keeper.record("server", "restarts") or 0) + 1
             self._keeper.put("server", "restarts", restarts)
             self._random = random.Random(f"{self.seed}:restart {restarts}")
-        self.app: Starlette = self._build_app()
+        self.app: Application = self._build_app()
         """The ASGI application."""
 
     def close(self) -> None:
@@ -483,65 +481,75 @@ class MockServer:
         return now
 
     # -------------------------------------------------------------- the application
-    def _build_app(self) -> Starlette:
+    def _build_app(self) -> Application:
         work = "/v1/environments/{environment_id}/work"
         item = work + "/{work_id}"
         routes = [
-            Route(work + "/poll", self._poll, methods=["GET"]),
-            Route(work + "/stats", self._stats, methods=["GET"]),
-            Route(work, self._list, methods=["GET"]),
-            Route(item, self._item, methods=["GET", "POST"]),
-            Route(item + "/ack", self._ack, methods=["POST"]),
-            Route(item + "/heartbeat", self._heartbeat, methods=["POST"]),
-            Route(item + "/stop", self._stop, methods=["POST"]),
-            Route("/mock/environments/{environment_id}/work", self._mock_create, methods=["POST"]),
+            Route(work + "/poll", endpoint(self._poll), methods=["GET"]),
+            Route(work + "/stats", endpoint(self._stats), methods=["GET"]),
+            Route(work, endpoint(self._list), methods=["GET"]),
+            Route(item, endpoint(self._item), methods=["GET", "POST"]),
+            Route(item + "/ack", endpoint(self._ack), methods=["POST"]),
+            Route(item + "/heartbeat", endpoint(self._heartbeat), methods=["POST"]),
+            Route(item + "/stop", endpoint(self._stop), methods=["POST"]),
+            Route(
+                "/mock/environments/{environment_id}/work",
+                endpoint(self._mock_create),
+                methods=["POST"],
+            ),
             Route("/mock/clock", self._mock_clock, methods=["GET", "POST"]),
             *self.sessions.routes(),
             *self.harness.routes(),
         ]
-        app = Starlette(
-            routes=routes,
-            middleware=[
-                Middleware(HarnessMiddleware, harness=self.harness),
-                Middleware(_Front, server=self),
-                Middleware(RequestLimits, limits=self.limits),
-            ],
-            exception_handlers={
-                WorkstateError: _render_error,
-                HTTPException: _render_http_exception,
-            },
-        )
-        app.router.redirect_slashes = False  # a trailing slash is an enveloped 404, not a 307
-        return app
+        # The router answers what the dispatch leaves to it (a trailing slash is an enveloped
+        # 404, not a 307); its exception middleware renders the envelopes.
+        router = Router(routes, redirect_slashes=False, default=_no_route)
+        handlers = {WorkstateError: _render_error, HTTPException: _render_http_exception}
+        fallback = ExceptionMiddleware(router, handlers=handlers)
+        # The calls a worker makes all day skip the router (see _dispatch); the operation
+        # names are the journal's, so each stands for one method and path shape.
+        direct: dict[str, Handler] = {
+            "poll": self._poll,
+            "stats": self._stats,
+            "list": self._list,
+            "get": self._get,
+            "update": self._update,
+            "ack": self._ack,
+            "heartbeat": self._heartbeat,
+            "stop": self._stop,
+            "create": self._mock_create,
+        }
+        app: ASGIApp = Dispatch(direct, fallback)
+        app = RequestLimits(app, self.limits)
+        app = HarnessMiddleware(app, harness=self.harness)
+        return Application(app, routes)
 
-    async def _poll(self, request: Request) -> Response:
-        if request.method == "HEAD":  # Starlette adds HEAD to GET routes; a poll is no read
+    async def _poll(self, call: Call) -> bytes:
+        if call.method == "HEAD":  # Starlette adds HEAD to GET routes; a poll is no read
             raise HTTPException(405, headers={"Allow": "GET"})
-        environment_id = request.path_params["environment_id"]
-        block_ms = int_query(request, "block_ms")
-        reclaim = int_query(request, "reclaim_older_than_ms")
-        worker_id = request.headers.get("anthropic-worker-id") or None
-        base = str(request.base_url).rstrip("/")
-        watch = ClientWatch(request)  # a client that leaves mid-wait must not claim an item
-        try:
-            return await self._poll_until(environment_id, worker_id, block_ms, reclaim, base, watch)
+        block_ms = int_query(call, "block_ms")
+        reclaim = int_query(call, "reclaim_older_than_ms")
+        worker_id = call.header(b"anthropic-worker-id") or None
+        watch = ClientWatch(call.scope, call.receive)  # a client that leaves mid-wait must
+        try:  # not claim an item
+            return await self._poll_until(call, worker_id, block_ms, reclaim, watch)
         finally:
             watch.close()
 
     async def _poll_until(
         self,
-        environment_id: str,
+        call: Call,
         worker_id: str | None,
         block_ms: int | None,
         reclaim: int | None,
-        base: str,
         watch: ClientWatch,
-    ) -> Response:
+    ) -> bytes:
+        environment_id = call.environment_id
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             if await watch.gone():  # right before delivering: a poll nobody awaits takes nothing
-                return JSONResponse(None)
+                return _NULL
             with self.lock:
                 # A poll that names its worker is recorded for the stats: it is a write.
                 with self._writing(environment_id, create=worker_id is not None) as (env, now):
@@ -549,12 +557,12 @@ class MockServer:
                         now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
                     )
                 if work is not None:
-                    return JSONResponse(self.sessions.delivery_json(work, base))
+                    return render_json(self.sessions.delivery_json(work, call.base_url))
                 if deadline is None:
                     deadline = loop.time() + (block_ms or 0) / 1000
                 wait = deadline - loop.time()
                 if wait <= 0:
-                    return JSONResponse(None)  # the literal null: an empty body breaks the SDK
+                    return _NULL  # the literal null: an empty body breaks the SDK
                 change = env.next_change_at(reclaim_older_than_ms=reclaim)
                 if change is not None and not self.manual_clock:
                     wait = min(wait, max((change - now).total_seconds(), 0.001))
@@ -570,95 +578,92 @@ class MockServer:
                         if not waiting:  # no empty sets left behind for ids polled once
                             del self._waiters[environment_id]
 
-    async def _ack(self, request: Request) -> Response:
-        environment_id, work_id = _ids(request)
-        worker_id = request.headers.get("anthropic-worker-id") or None
+    async def _ack(self, call: Call) -> bytes:
+        work_id = _work_id(call)
+        worker_id = call.header(b"anthropic-worker-id") or None
         with self.lock:
-            env, now = self._touch(environment_id, create=False)
+            env, now = self._touch(call.environment_id, create=False)
             work = env.ack(work_id, now, worker_id=worker_id)
-        return JSONResponse(work.to_json())
+        return render_json(work.to_json())
 
-    async def _heartbeat(self, request: Request) -> Response:
-        environment_id, work_id = _ids(request)
-        ttl = int_query(request, "desired_ttl_seconds")
+    async def _heartbeat(self, call: Call) -> bytes:
+        work_id = _work_id(call)
+        ttl = int_query(call, "desired_ttl_seconds")
         token = None
-        if request.scope.get("query_string"):  # (parsing an empty query costs a few µs)
-            token = request.query_params.get("expected_last_heartbeat")
+        if call.scope.get("query_string"):  # (parsing an empty query costs a few µs)
+            token = call.query_params.get("expected_last_heartbeat")
         with self.lock:
-            env, now = self._touch(environment_id, create=False)
+            env, now = self._touch(call.environment_id, create=False)
             result = env.heartbeat(
                 work_id, now, expected_last_heartbeat=token, desired_ttl_seconds=ttl
             )
-        return JSONResponse(result.to_json())
+        return render_json(result.to_json())
 
-    async def _stop(self, request: Request) -> Response:
-        environment_id, work_id = _ids(request)
-        body = await _json_body(request, ("force",))
+    async def _stop(self, call: Call) -> bytes | None:
+        work_id = _work_id(call)
+        body = await _json_body(call, ("force",))
         force = body.get("force", False)  # the core checks it is a boolean
         with self.lock:
-            env, now = self._touch(environment_id, create=False)
+            env, now = self._touch(call.environment_id, create=False)
             work = env.stop(work_id, now, force=force)
         if self.profile.stop_response is StopResponse.NO_CONTENT:
             self.harness.note_unshown_item(work)  # the journal still records what it did
-            return Response(status_code=204)  # what the deployed API answers (divergences.md)
-        return JSONResponse(work.to_json())
+            return None  # 204: what the deployed API answers (divergences.md)
+        return render_json(work.to_json())
 
-    async def _item(self, request: Request) -> Response:
+    async def _item(self, call: Call) -> bytes:
         # One route for both methods, so that a wrong method's 405 lists both in Allow.
-        if request.method == "POST":
-            return await self._update(request)
-        return await self._get(request)
+        if call.method == "POST":
+            return await self._update(call)
+        return await self._get(call)
 
-    async def _get(self, request: Request) -> Response:
-        environment_id, work_id = _ids(request)
+    async def _get(self, call: Call) -> bytes:
+        work_id = _work_id(call)
         with self.lock:
-            env, now = self._touch(environment_id, create=False)
+            env, now = self._touch(call.environment_id, create=False)
             work = env.get(work_id, now)
-        return JSONResponse(work.to_json())
+        return render_json(work.to_json())
 
-    async def _update(self, request: Request) -> Response:
-        environment_id, work_id = _ids(request)
+    async def _update(self, call: Call) -> bytes:
+        work_id = _work_id(call)
         if work_id in _RESERVED_WORK_IDS:
             raise HTTPException(405, headers={"Allow": _RESERVED_WORK_IDS[work_id]})
-        body = await _json_body(request, ("metadata",))
+        body = await _json_body(call, ("metadata",))
         patch = body.get("metadata", {})  # omitted: keep the metadata as it is
         with self.lock:
-            env, now = self._touch(environment_id, create=False)
+            env, now = self._touch(call.environment_id, create=False)
             work = env.update_metadata(work_id, now, patch)
-        return JSONResponse(work.to_json())
+        return render_json(work.to_json())
 
-    async def _list(self, request: Request) -> Response:
-        environment_id = request.path_params["environment_id"]
-        limit = int_query(request, "limit")
-        page = request.query_params.get("page")
+    async def _list(self, call: Call) -> bytes:
+        limit = int_query(call, "limit")
+        page = call.query_params.get("page") if call.scope.get("query_string") else None
         with self.lock:
-            env, now = self._touch(environment_id, create=False)
+            env, now = self._touch(call.environment_id, create=False)
             if limit is None:
                 listing = env.list(now, page=page)
             else:
                 listing = env.list(now, limit=limit, page=page)
-        return JSONResponse(listing.to_json())
+        return render_json(listing.to_json())
 
-    async def _stats(self, request: Request) -> Response:
-        environment_id = request.path_params["environment_id"]
+    async def _stats(self, call: Call) -> bytes:
         with self.lock:
-            env, now = self._touch(environment_id, create=False)
+            env, now = self._touch(call.environment_id, create=False)
             stats = env.stats(now)
-        return JSONResponse(stats.to_json())
+        return render_json(stats.to_json())
 
-    async def _mock_create(self, request: Request) -> Response:
-        environment_id = request.path_params["environment_id"]
-        body = await _json_body(request, ("data", "metadata", "secret", "work_id", "session"))
+    async def _mock_create(self, call: Call) -> bytes:
+        body = await _json_body(call, ("data", "metadata", "secret", "work_id", "session"))
         data = _work_data_from_json(body["data"]) if "data" in body else None
         work = self.create_work(
-            environment_id,
+            call.environment_id,
             data=data,
             metadata=body.get("metadata"),
             secret=body.get("secret"),
             work_id=body.get("work_id"),
             session=body.get("session"),
         )
-        return JSONResponse(work.to_json())
+        return render_json(work.to_json())
 
     async def _mock_clock(self, request: Request) -> Response:
         if request.method != "POST":  # GET, and the HEAD Starlette adds to it
@@ -682,8 +687,16 @@ class MockServer:
         return {"now": format_time(now), "clock": "manual" if self.manual_clock else "real"}
 
 
-def _ids(request: Request) -> tuple[str, str]:
-    return request.path_params["environment_id"], request.path_params["work_id"]
+_NULL = b"null"
+
+
+async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
+    raise HTTPException(404)  # rendered in the envelope by the exception middleware
+
+
+def _work_id(call: Call) -> str:
+    assert call.work_id is not None  # the routes of these handlers all name an item
+    return call.work_id
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -718,67 +731,6 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
         status_code=error.status,
         headers=exc.headers,
     )
-
-
-def _authorized(headers: Headers, key: str) -> bool:
-    expected = key.encode()
-    given = headers.get("x-api-key")
-    if given is not None and hmac.compare_digest(given.encode(), expected):
-        return True
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
-
-
-class _Front:
-    """Outermost middleware: request id, API key, and a 500 envelope for surprises."""
-
-    def __init__(self, app: ASGIApp, server: MockServer) -> None:
-        self.app = app
-        self.server = server
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state = scope.get("state", {})
-        request_id = state.get("request_id")
-        if request_id is None:  # the harness gives every request its id; this is a fallback
-            request_id = self.server.new_request_id()
-            scope = {**scope, "state": {**state, "request_id": request_id}}
-        header = (b"request-id", request_id.encode("latin-1"))
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        key = self.server.api_key
-        if key is not None and not self._allowed(Headers(scope=scope), key, scope["path"]):
-            error = WorkstateError(
-                "invalid or missing API key: send the server's key as the x-api-key header "
-                "or as Authorization: Bearer <key> (an item's sessions token also works, on "
-                "that item's own calls)",
-                status=401,
-                error_type="authentication_error",
-            )
-            response = JSONResponse(error.to_json(request_id=request_id), status_code=401)
-            await response(scope, receive, send_with_id)
-            return
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            _log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
-            if started:
-                raise
-            error = WorkstateError("the mock server failed unexpectedly; see its log", status=500)
-            response = JSONResponse(error.to_json(request_id=request_id), status_code=500)
-            await response(scope, receive, send_with_id)
-
-    def _allowed(self, headers: Headers, key: str, path: str) -> bool:
-        return _authorized(headers, key) or self.server.sessions.token_allows(headers, path)
 
 
 # ------------------------------------------------------------------------------ serving

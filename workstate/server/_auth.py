@@ -9,14 +9,22 @@ control character, or a character outside Latin-1 can never match any request, a
 started with one would refuse everything with a 401 that no client could fix.  An empty key
 would match an empty header, which is no protection.  :func:`check_api_key` refuses all of
 these when the server is built (``MockServer(api_key=...)``, ``serve --api-key``), saying why.
+
+A request is allowed (:func:`allowed`) when it carries the key, compared in constant time, or
+a sessions token that the server minted for the item the request is about.
 """
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable, Iterable
+
+from starlette.datastructures import Headers
+
 from workstate._errors import InvalidInputError
 from workstate._text import excerpt
 
-__all__ = ["check_api_key"]
+__all__ = ["allowed", "check_api_key"]
 
 _ACCEPTED = "a non-empty key of printable Latin-1 characters with no leading or trailing whitespace"
 
@@ -56,3 +64,24 @@ def check_api_key(key: object) -> str | None:
         key="api_key",
         expected=_ACCEPTED,
     )
+
+
+def _carries_key(headers: Headers, key: str) -> bool:
+    expected = key.encode()
+    given = headers.get("x-api-key")
+    if given is not None and hmac.compare_digest(given.encode(), expected):
+        return True
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
+
+
+def allowed(
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    key: str,
+    path: str,
+    token_allows: Callable[[Headers, str], bool],
+) -> bool:
+    """Whether a request to ``path`` with these headers carries ``key``, or a sessions token
+    that ``token_allows`` for ``path``."""
+    headers = Headers(raw=list(raw_headers))
+    return _carries_key(headers, key) or token_allows(headers, path)

@@ -10,25 +10,42 @@ went on waiting would hand the next new item to nobody (and hide it for the rede
 The check (:meth:`ClientWatch.gone`) reads uvicorn's request cycle (its ``disconnected`` flag),
 or elsewhere asks the receive channel without waiting (Starlette's ``Request.is_disconnected``),
 so it sees a disconnect the server has already processed even
-when the watching task has not run yet.  A disconnect the server has not yet *seen* (the packet
-is still in flight) cannot be known by anyone; such a delivery is an ordinary lost answer, and
-the item comes back after the poll's redelivery window.
+when the watching task has not run yet.  The handler's ``receive`` is wrapped by the middleware
+(the journal's tee, the body limits), so the cycle is found where the outermost middleware put
+it: :func:`note_cycle` keeps it in the scope under :data:`CYCLE_KEY`.  (Asking Starlette instead
+cancels a receive, which cost more than the rest of a poll.)  A disconnect the server has not
+yet *seen* (the packet is still in flight) cannot be known by anyone; such a delivery is an
+ordinary lost answer, and the item comes back after the poll's redelivery window.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
-__all__ = ["ClientWatch"]
+__all__ = ["CYCLE_KEY", "ClientWatch", "note_cycle"]
+
+CYCLE_KEY = "workstate.cycle"
+"""The scope key under which :func:`note_cycle` keeps uvicorn's request cycle."""
+
+
+def note_cycle(scope: dict[str, Any], receive: Receive) -> None:
+    """Keep in ``scope`` the server's request cycle behind ``receive``, if it says whether its
+    client disconnected (uvicorn's does: ``receive`` is its bound method)."""
+    cycle = getattr(receive, "__self__", None)
+    if isinstance(getattr(cycle, "disconnected", None), bool):
+        scope[CYCLE_KEY] = cycle
 
 
 class ClientWatch:
     """Watch one request's client while its handler waits; :meth:`close` when done."""
 
-    def __init__(self, request: Request) -> None:
-        self._request = request
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self._scope = scope
+        self._receive = receive
         self._task: asyncio.Task[None] | None = None
 
     async def gone(self) -> bool:
@@ -39,12 +56,14 @@ class ClientWatch:
             if error is not None:
                 raise error
             return True
-        # Under uvicorn the request cycle behind ``receive`` knows; asking it is free, where
-        # Starlette's is_disconnected cancels a receive (which cost more than the rest of a poll).
-        known = getattr(getattr(self._request.receive, "__self__", None), "disconnected", None)
+        # Under uvicorn the request cycle knows; asking it is free (see the module).
+        cycle = self._scope.get(CYCLE_KEY)
+        if cycle is None:
+            cycle = getattr(self._receive, "__self__", None)  # no middleware in between
+        known = getattr(cycle, "disconnected", None)
         if isinstance(known, bool):
             return known
-        return await self._request.is_disconnected()
+        return await Request(self._scope, self._receive).is_disconnected()
 
     async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:
         """Wait until ``waiter`` is done, the client disconnects, or ``timeout`` seconds pass."""
@@ -58,6 +77,6 @@ class ClientWatch:
             self._task.cancel()  # (a no-op once it has finished)
 
     async def _until_disconnect(self) -> None:
-        receive = self._request.receive
+        receive = self._receive
         while (await receive())["type"] != "http.disconnect":
             pass  # a body the poll does not read

@@ -37,6 +37,7 @@ import asyncio
 import contextvars
 import datetime as _dt
 import json
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -52,6 +53,8 @@ from workstate._environment import Environment
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
 from workstate._time import format_time
 from workstate._work import Work
+from workstate.server._auth import allowed
+from workstate.server._disconnect import note_cycle
 from workstate.server._faults import FaultRule, FaultSet, error_type_for
 from workstate.server._journal import (
     OPERATIONS,
@@ -68,6 +71,8 @@ if TYPE_CHECKING:
     from workstate.server._app import MockServer
 
 __all__ = ["ConnectionDropped", "Harness", "HarnessMiddleware"]
+
+_log = logging.getLogger("workstate.server")
 
 _BODY_CAP = 1 << 20  # the journal keeps at most this much of a request or response body
 # The journal's own listings are not kept as answers: each would hold the journal again.
@@ -389,7 +394,8 @@ async def _drop(receive: Receive, rule: FaultRule) -> None:
 
 
 class HarnessMiddleware:
-    """Outermost middleware: request ids, fault rules and the journal (see the module)."""
+    """Outermost middleware: request ids, the API key, fault rules, the journal, and a 500
+    envelope for surprises (see the module)."""
 
     def __init__(self, app: ASGIApp, harness: Harness) -> None:
         self.app = app
@@ -403,12 +409,14 @@ class HarnessMiddleware:
         started = time.monotonic()
         request_id = harness.new_request_id()
         scope = {**scope, "state": {**scope.get("state", {}), "request_id": request_id}}
+        note_cycle(scope, receive)  # for a long poll's disconnect check, behind our wrappers
         worker = _worker_id(scope["headers"])
         method, path = scope["method"], scope["path"]
         facts = classify(method, path)
         epoch, seq, rule = harness._arrive(facts, worker)
         body = bytearray()
         request_done = False
+        header = (b"request-id", request_id.encode("latin-1"))
 
         async def tee() -> Message:
             nonlocal request_done
@@ -461,6 +469,8 @@ class HarnessMiddleware:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # Every answer carries the request's id, as the real API's do.
+                message["headers"] = [*message.get("headers", ()), header]
                 if status in (204, 304):  # no body follows: the headers are the whole answer
                     finish(not withhold)
             elif message["type"] == "http.response.body":
@@ -493,7 +503,15 @@ class HarnessMiddleware:
                     return
             token = _CALL.set(call)
             try:
-                await self.app(scope, tee, capture)
+                await self._serve(scope, tee, capture, request_id, path)
+            except Exception:
+                _log.exception("unexpected error serving %s %s", method, path)
+                if status is not None:
+                    raise  # the answer has begun: nothing better to do than end it
+                error = WorkstateError(
+                    "the mock server failed unexpectedly; see its log", status=500
+                )
+                await _envelope(error, request_id, scope, receive, capture)
             finally:
                 _CALL.reset(token)
             if rule is not None and withhold:
@@ -501,6 +519,24 @@ class HarnessMiddleware:
                 await _drop(receive, rule)
         finally:
             finish(sent)  # an app that failed half way: what was sent, if anything
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, path: str
+    ) -> None:
+        """The app, for a request that carries the server's API key (if it has one)."""
+        server = self.harness.server
+        key = server.api_key
+        if key is None or allowed(scope["headers"], key, path, server.sessions.token_allows):
+            await self.app(scope, receive, send)
+            return
+        error = WorkstateError(
+            "invalid or missing API key: send the server's key as the x-api-key header "
+            "or as Authorization: Bearer <key> (an item's sessions token also works, on "
+            "that item's own calls)",
+            status=401,
+            error_type="authentication_error",
+        )
+        await _envelope(error, request_id, scope, receive, send)
 
     async def _refuse(
         self, rule: FaultRule, request_id: str, scope: Scope, receive: Receive, send: Send
@@ -516,13 +552,20 @@ class HarnessMiddleware:
             status=effect.status,
             error_type=effect.error_type or error_type_for(effect.status, conflict),
         )
-        headers = {"request-id": request_id}
+        headers = {}
         if effect.retry_after is not None:
             headers["retry-after"] = f"{effect.retry_after:g}"
         response = JSONResponse(
             error.to_json(request_id=request_id), status_code=effect.status, headers=headers
         )
         await response(scope, receive, send)
+
+
+async def _envelope(
+    error: WorkstateError, request_id: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    response = JSONResponse(error.to_json(request_id=request_id), status_code=error.status)
+    await response(scope, receive, send)
 
 
 class _Pending:

@@ -11,18 +11,30 @@ core's to check, not ours.
 from __future__ import annotations
 
 import re
-
-from starlette.requests import Request
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from workstate._errors import InvalidInputError
 from workstate._text import excerpt
 
-__all__ = ["int_query"]
+__all__ = ["Queried", "int_query"]
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)  # the core checks the ranges
 
 
-def int_query(request: Request, name: str) -> int | None:
+class Queried(Protocol):
+    """A request with a scope and query parameters (Starlette's ``Request``, a ``Call``)."""
+
+    @property
+    def scope(self) -> Mapping[str, Any]:
+        """The ASGI scope."""
+
+    @property
+    def query_params(self) -> Mapping[str, str]:
+        """The query parameters."""
+
+
+def int_query(request: Queried, name: str) -> int | None:
     """The query parameter ``name`` as an int, None when absent; 400 naming it otherwise."""
     if not request.scope.get("query_string"):
         return None  # most calls carry no query: skip parsing one (a few µs a request)
