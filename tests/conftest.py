@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,6 +40,18 @@ def at(seconds: float) -> dt.datetime:
 @pytest.fixture
 def t0() -> dt.datetime:
     return T0
+
+
+@pytest.fixture(scope="module")
+def url(mock: Any) -> Iterator[str]:
+    """The base URL of the module's ``mock`` server on a loopback port, up for the whole module.
+
+    A server test module defines its own (module-scoped) ``mock`` fixture, the server it wants.
+    """
+    from workstate.server import serve_in_thread
+
+    with serve_in_thread(mock) as base:
+        yield base
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,12 +1,17 @@
-"""Builders shared by the tests: a work item in each state (by legal operations only), and a
-mock server's full state for "nothing changed" checks."""
+"""Builders shared by the tests: a work item in each state (by legal operations only), a mock
+server's full state for "nothing changed" checks, and the ways the server tests reach a server
+(in process through its ASGI app, or over a loopback socket)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
+import httpx2
+import pytest
 
 from workstate import ANTHROPIC, NO_HEARTBEAT, AckLease, Profile, State, Work
 
@@ -77,3 +82,47 @@ def full_state(server: Any) -> Any:
             {k: len(v) for k, v in hub._waiters.items()},
         )
         return envs, waiters, sessions, server.clock.now()
+
+
+def asgi_client(server: Any, base_url: str = "http://mock") -> httpx2.AsyncClient:
+    """An async client that calls ``server``'s ASGI app in process, no socket (``async with``)."""
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=server.app), base_url=base_url)
+
+
+@contextlib.contextmanager
+def served_http(server: Any, *, timeout: float = 10) -> Iterator[httpx2.Client]:
+    """``server`` on a loopback port in a thread, and a client on it; both closed on leaving."""
+    # Imported here: some tests unload and re-import workstate.server to test its absence.
+    from workstate.server import serve_in_thread
+
+    with serve_in_thread(server) as base, httpx2.Client(base_url=base, timeout=timeout) as client:
+        yield client
+
+
+def create_work(http: httpx2.Client, env: str, **body: Any) -> dict[str, Any]:
+    """``POST /mock/environments/{env}/work``: a new queued item, as the server answers it."""
+    r = http.post(f"/mock/environments/{env}/work", json=body or None)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def record_serve(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[Any], None] | None = None
+) -> dict[str, Any]:
+    """Make ``serve``'s command return instead of serving forever; returns what it would serve.
+
+    The dict fills in when the command runs: ``server``, ``port``, ``log_level`` and the
+    keyword options it passes on (``stack``, ``access_log``).  ``then(server)`` runs in place of
+    serving, so a test can drive the server the command built.
+    """
+    from workstate.server import _cli
+
+    seen: dict[str, Any] = {}
+
+    def fake_serve(server: Any, sock: Any, log_level: str, **options: Any) -> None:
+        seen.update(options, server=server, port=sock.getsockname()[1], log_level=log_level)
+        if then is not None:
+            then(server)
+
+    monkeypatch.setattr(_cli, "serve", fake_serve)
+    return seen

@@ -39,3 +39,15 @@ def test_each_rows_values_start_with_the_shipped_value() -> None:
             value = getattr(profile, name)
             expected = "none" if value is None else shown(value).strip('"')
             assert cell.replace("`", "").strip('"').startswith(expected), (name, profile.name)
+
+
+def test_the_departures_from_the_spec_file_quote_the_shipped_values() -> None:
+    # The section names each knob with anthropic's value, and says qoder keeps the spec's.
+    text = DOC.read_text()
+    section = text.split("## Where `anthropic` departs from the spec file", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    for name in ("ack_lease", "stop_response"):
+        assert f'`{name} = "{getattr(ANTHROPIC, name).value}"`' in section, name
+    assert (QODER.ack_lease.value, QODER.stop_response.value) == ("default_ttl", "item")
+    assert "line 73" in section
+    assert "#1746" in section

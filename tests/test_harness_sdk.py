@@ -8,7 +8,6 @@ the mock server's own clock stands still throughout.
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -16,16 +15,15 @@ from typing import Any
 
 import anthropic
 import anyio
-import httpx2
 import pytest
 from anthropic.lib import _retry as sdk_retry
 from anthropic.lib.environments import _poller as sdk_poller
 from anthropic.lib.environments import _worker as sdk_worker
+from helpers import T0, asgi_client
 
 from workstate import NO_HEARTBEAT, ManualClock
 from workstate.server import MockServer, serve_in_thread
 
-T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 ENV = "env_sdk"
 
 
@@ -68,8 +66,7 @@ def run_heartbeat_loop(
     async def main() -> str:
         lease = sdk_worker._Lease()
         lease_box.append(lease)
-        transport = httpx2.ASGITransport(app=server.app)
-        async with httpx2.AsyncClient(transport=transport) as http:
+        async with asgi_client(server) as http:
             client = anthropic.AsyncAnthropic(
                 api_key="k", base_url="http://mock", max_retries=0, http_client=http
             )
@@ -91,8 +88,7 @@ def claimed(server: MockServer) -> str:
     work = server.create_work(ENV)
 
     async def claim() -> None:
-        transport = httpx2.ASGITransport(app=server.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://mock") as http:
+        async with asgi_client(server) as http:
             assert (await http.get(f"/v1/environments/{ENV}/work/poll")).json()["id"] == work.id
             assert (await http.post(f"/v1/environments/{ENV}/work/{work.id}/ack")).is_success
 

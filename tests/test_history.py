@@ -715,6 +715,45 @@ def test_cli_exit_statuses(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture
     assert main(["check", "--history", good, "--html", str(tmp_path / "no" / "t.html")]) == 2
 
 
+EMPTY_EXPECTED = (
+    'expected a history (its header line {"type": "history", "version": 1, ...} first) '
+    "or a mock server's request journal (one JSON entry a line, as serve --journal writes)"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("", "is empty"), ("\n  \n\n", "holds only blank lines")],
+    ids=["empty", "blank-lines"],
+)
+def test_cli_on_a_file_with_nothing_in_it_names_both_kinds_it_reads(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], text: str, found: str
+) -> None:
+    # An empty journal (serve --journal before any request) is as likely as an empty history.
+    target = tmp_path / "j.jsonl"
+    target.write_text(text)
+    assert main(["check", "--history", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"workstate check: {target}: cannot read: the file {found}; {EMPTY_EXPECTED}\n"
+    )
+    assert target.read_text() == text  # (read only)
+
+
+def test_cli_on_empty_stdin_names_both_kinds_it_reads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["check", "--history", "-"]) == 2
+    assert capsys.readouterr().err == (
+        f"workstate check: <stdin>: cannot read: the input is empty; {EMPTY_EXPECTED}\n"
+    )
+
+
 def test_cli_reads_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
     import sys

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 from typing import Any
 
 import anthropic
 import attrs
 import httpx2
 import pytest
-from helpers import T0, at
+from helpers import T0, asgi_client, at, record_serve
 
 from workstate import (
     ANTHROPIC,
@@ -162,8 +161,7 @@ def _asgi_bridge(server: MockServer) -> Any:
 
     def handle(request: httpx2.Request) -> httpx2.Response:
         async def go() -> httpx2.Response:
-            transport = httpx2.ASGITransport(app=server.app)
-            async with httpx2.AsyncClient(transport=transport, base_url="http://mock") as http:
+            async with asgi_client(server) as http:
                 r = await http.request(
                     request.method,
                     str(request.url),
@@ -360,12 +358,7 @@ def test_a_profile_file(tmp_path: pathlib.Path) -> None:
 def test_serve_takes_a_profile_file(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seen: dict[str, Any] = {}
-
-    def fake_serve(server: MockServer, sock: socket.socket, log_level: str, **options: Any) -> None:
-        seen["server"] = server
-
-    monkeypatch.setattr(_cli, "serve", fake_serve)
+    seen = record_serve(monkeypatch)
     path = write(tmp_path, 'name = "mine"\nstop_response = "item"\n')
     assert _cli.main(["--port", "0", "--profile", "qoder", "--profile-file", path]) == 0
     assert seen["server"].profile == attrs.evolve(QODER, name="mine")

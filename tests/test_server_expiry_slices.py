@@ -6,17 +6,16 @@ before its own call; what is left is counted as expired by every answer all the 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 
 import httpx2
 import pytest
+from helpers import T0, served_http
 
 from workstate import NO_HEARTBEAT, ManualClock
-from workstate.server import MockServer, serve_in_thread
+from workstate.server import MockServer
 from workstate.server._app import EXPIRY_SLICE
 
-T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 ITEMS = 5 * EXPIRY_SLICE
 
 
@@ -32,7 +31,7 @@ def served() -> Iterator[tuple[MockServer, httpx2.Client, list[str]]]:
             env.ack(work.id, T0)
             env.heartbeat(work.id, T0, expected_last_heartbeat=NO_HEARTBEAT)  # 120 s lease
             claimed.append(work.id)
-    with serve_in_thread(server) as base, httpx2.Client(base_url=base, timeout=10) as http:
+    with served_http(server) as http:
         yield server, http, claimed
 
 

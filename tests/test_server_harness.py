@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import pathlib
 import re
@@ -13,27 +12,21 @@ from typing import Any
 
 import httpx2
 import pytest
+from helpers import T0, asgi_client, create_work, record_serve, served_http
 
 from workstate import NO_HEARTBEAT, ManualClock
 from workstate.__main__ import main as workstate_main
 from workstate._trace import journal_trace_records
-from workstate.server import ConnectionDropped, MockServer, _cli, serve_in_thread
+from workstate.server import ConnectionDropped, MockServer, _cli
 
-T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 ENV = "env_harness"
 W = f"/v1/environments/{ENV}/work"
 REQUEST_ID = re.compile(r"req_[0-9a-f]{24}")
 
 
 @pytest.fixture(scope="module")
-def mock() -> MockServer:
+def mock() -> MockServer:  # (conftest's ``url`` serves it)
     return MockServer(clock=ManualClock(T0), seed=11)
-
-
-@pytest.fixture(scope="module")
-def url(mock: MockServer) -> Iterator[str]:
-    with serve_in_thread(mock) as base:
-        yield base
 
 
 @pytest.fixture
@@ -44,9 +37,7 @@ def http(url: str, mock: MockServer) -> Iterator[httpx2.Client]:
 
 
 def queue(http: httpx2.Client, **body: Any) -> str:
-    r = http.post(f"/mock/environments/{ENV}/work", json=body or None)
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
+    return str(create_work(http, ENV, **body)["id"])
 
 
 def claim(http: httpx2.Client) -> tuple[str, str]:
@@ -205,8 +196,7 @@ def test_in_process_a_drop_raises_out_of_the_app() -> None:
     server.harness.add_fault({"match": {"operation": "ack"}, "effect": {"drop": "after"}})
 
     async def run() -> None:
-        transport = httpx2.ASGITransport(app=server.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://mock") as client:
+        async with asgi_client(server) as client:
             with pytest.raises(ConnectionDropped, match="flt_1 dropped the connection"):
                 await client.get(W + "/poll")
             with pytest.raises(ConnectionDropped, match="flt_2"):
@@ -474,7 +464,7 @@ def test_check_and_check_history_take_the_ttl_overrides_the_server_was_started_w
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     short = MockServer(clock=ManualClock(T0), seed=3, profile_overrides={"default_ttl_seconds": 2})
-    with serve_in_thread(short) as base, httpx2.Client(base_url=base, timeout=10) as client:
+    with served_http(short) as client:
         claim(client)
         entries = journal(client)
     assert [e["response"]["ttl_seconds"] for e in entries if e["operation"] == "heartbeat"] == [2]
@@ -543,8 +533,7 @@ def test_the_same_seed_gives_the_same_ids_and_request_ids() -> None:
         ids += [server.create_work("env_b").id]
 
         async def go() -> None:
-            transport = httpx2.ASGITransport(app=server.app)
-            async with httpx2.AsyncClient(transport=transport, base_url="http://m") as client:
+            async with asgi_client(server) as client:
                 await client.get(W + "/poll")
                 await client.post(f"/mock/environments/{ENV}/work")
 
@@ -560,16 +549,13 @@ def test_the_same_seed_gives_the_same_ids_and_request_ids() -> None:
 def test_serve_takes_a_seed_faults_and_a_journal_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seen: dict[str, Any] = {}
-
-    def fake_serve(server: MockServer, sock: socket.socket, log_level: str, **options: Any) -> None:
-        seen["server"] = server
+    def then(server: MockServer) -> None:
         server.create_work(ENV)
-        with serve_in_thread(server) as base, httpx2.Client(base_url=base) as client:
+        with served_http(server) as client:
             assert client.get(W + "/poll").status_code == 503
             assert client.get(W + "/poll").status_code == 200
 
-    monkeypatch.setattr(_cli, "serve", fake_serve)
+    seen = record_serve(monkeypatch, then)
     path = tmp_path / "journal.jsonl"
     rule = '{"match": {"operation": "poll"}, "times": 1, "effect": {"status": 503}}'
     argv = ["--port", "0", "--seed", "42", "--journal", str(path), "--fault", rule]

@@ -454,8 +454,8 @@ CASES: dict[str, Case] = {
         lambda: in_state(STARTING),
         lambda w: w.heartbeat(at(5), expected_last_heartbeat=STALE),
         precondition(
-            f"heartbeat on work work_1 expected last_heartbeat '{STALE}', but the server holds "
-            "None in state starting; the lease may belong to another worker",
+            f"heartbeat on work work_1 expected last_heartbeat '{STALE}', but the item has no "
+            "heartbeat yet (state starting); the lease may belong to another worker",
             LeaseState(state=STARTING, last_heartbeat=None, ttl_seconds=120),
             STALE,
         ),
@@ -464,8 +464,8 @@ CASES: dict[str, Case] = {
         lambda: new(),
         lambda w: w.heartbeat(at(5), expected_last_heartbeat=STALE),
         precondition(
-            f"heartbeat on work work_1 expected last_heartbeat '{STALE}', but the server holds "
-            "None in state queued; the lease may belong to another worker",
+            f"heartbeat on work work_1 expected last_heartbeat '{STALE}', but the item has no "
+            "heartbeat yet (state queued); the lease may belong to another worker",
             LeaseState(state=QUEUED, last_heartbeat=None, ttl_seconds=120),
             STALE,
         ),
@@ -580,6 +580,56 @@ def test_each_rejection_carries_its_exact_error_and_changes_nothing(name: str) -
     assert fields(info.value) == expected
     assert attrs.asdict(work, recurse=False) == snapshot
     assert work.to_json(include_secret=True) == wire
+
+
+# The two wordings of a 412's message, on the envelope a server answers.  The rest of the error
+# (status, type, error code, current_state, the token sent) is the same whichever applies.
+@pytest.mark.parametrize(
+    ("build", "state"),
+    [(new, "queued"), (lambda: in_state(STARTING), "starting")],
+    ids=["queued", "starting"],
+)
+def test_a_412_on_an_item_never_heartbeated_says_it_has_no_heartbeat(
+    build: Callable[[], Work], state: str
+) -> None:
+    work = build()
+    with pytest.raises(PreconditionFailedError) as info:
+        work.heartbeat(at(5), expected_last_heartbeat=STALE)
+    err = info.value
+    envelope = err.to_json(request_id="req_1")["error"]
+    assert envelope["message"] == (
+        f"heartbeat on work work_1 expected last_heartbeat '{STALE}', but the item has no "
+        f"heartbeat yet (state {state}); the lease may belong to another worker"
+    )
+    assert "None" not in envelope["message"]
+    assert (err.status, envelope["type"], envelope["error_code"]) == (
+        412,
+        "invalid_request_error",
+        "heartbeat_precondition_failed",
+    )
+    assert envelope["details"]["current_state"]["last_heartbeat"] is None
+    assert err.expected_last_heartbeat == STALE
+    assert work.last_heartbeat is None  # unchanged
+
+
+def test_a_412_against_another_token_quotes_the_one_the_server_holds() -> None:
+    work = in_state(ACTIVE)
+    with pytest.raises(PreconditionFailedError) as info:
+        work.heartbeat(at(5), expected_last_heartbeat=STALE)
+    err = info.value
+    envelope = err.to_json(request_id="req_1")["error"]
+    assert envelope["message"] == (
+        f"heartbeat on work work_1 expected last_heartbeat '{STALE}', but the server holds "
+        f"'{BEAT_2S}' in state active; the lease may belong to another worker"
+    )
+    assert (err.status, envelope["type"], envelope["error_code"]) == (
+        412,
+        "invalid_request_error",
+        "heartbeat_precondition_failed",
+    )
+    assert envelope["details"]["current_state"]["last_heartbeat"] == BEAT_2S
+    assert err.expected_last_heartbeat == STALE
+    assert work.last_heartbeat == BEAT_2S  # unchanged
 
 
 def create_error(message: str, key: str, expected: str, got: object) -> dict[str, Any]:

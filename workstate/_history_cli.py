@@ -56,9 +56,9 @@ def main(argv: Sequence[str]) -> int:
     name = "<stdin>" if args.history == "-" else args.history
     try:
         if args.history == "-":
-            history = _read(sys.stdin.read())
+            history = _read(sys.stdin.read(), "the input")
         else:
-            history = _read(pathlib.Path(args.history).read_text(encoding="utf-8"))
+            history = _read(pathlib.Path(args.history).read_text(encoding="utf-8"), "the file")
     except (OSError, UnicodeDecodeError, HistoryFormatError) as exc:
         print(f"workstate check: {name}: cannot read: {exc}", file=sys.stderr)
         return 2
@@ -78,10 +78,24 @@ def main(argv: Sequence[str]) -> int:
     return report.exit_status
 
 
-def _read(text: str) -> History:
-    """A history file, or a request journal (its first line has ``seq`` and ``operation``)."""
+_EXPECTED = (
+    'expected a history (its header line {"type": "history", "version": 1, ...} first) '
+    "or a mock server's request journal (one JSON entry a line, as serve --journal writes)"
+)
+
+
+def _read(text: str, what: str) -> History:
+    """A history file, or a request journal (its first line has ``seq`` and ``operation``).
+
+    ``what`` names the input in the message for one with no lines to read ("the file").
+    """
     lines = text.splitlines()
     first = next((line for line in lines if line.strip()), None)
+    if first is None:
+        # Either kind could have been meant: read_history's "no header line" would be news
+        # only to a history's author, and a journal with no entries has no calls to check.
+        found = "is empty" if not text else "holds only blank lines"
+        raise HistoryFormatError(f"{what} {found}; {_EXPECTED}")
     try:
         head = None if first is None else json.loads(first)
     except ValueError:

@@ -737,10 +737,14 @@ class Work:
 
     def _precondition_failed(self, token: str | None) -> PreconditionFailedError:
         current = self.lease_state()
+        # An item never heartbeated holds no token to quote: say so instead of printing None.
+        if current.last_heartbeat is None:
+            held = f"the item has no heartbeat yet (state {self.state.value})"
+        else:
+            held = f"the server holds {current.last_heartbeat!r} in state {self.state.value}"
         return PreconditionFailedError(
-            f"heartbeat on work {self.body.id} expected last_heartbeat {excerpt(token)}, but the "
-            f"server holds {current.last_heartbeat!r} in state {self.state.value}; the lease "
-            "may belong to another worker",
+            f"heartbeat on work {self.body.id} expected last_heartbeat {excerpt(token)}, but "
+            f"{held}; the lease may belong to another worker",
             current_state=current,
             error_type=self.body.profile.precondition_error_type,
             work_id=self.body.id,
