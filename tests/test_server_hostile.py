@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import re
 import socket
 import threading
 import time
@@ -631,6 +632,45 @@ def test_trickling_headers_and_stalled_bodies_are_cut_off_while_others_are_serve
         assert silent.recv(65536) == b""  # nothing sent, nothing answered: closed quietly
     assert http.get("/mock/clock").status_code == 200
     assert full_state(mock) == before
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """One whole answer (head and a content-length body) from a keep-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    found = re.search(rb"content-length: (\d+)", head.lower())
+    assert found is not None
+    length = int(found.group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_busy_keep_alive_connection_outlives_the_read_timeout_and_its_later_heads_are_bound(
+    url: str,
+) -> None:
+    """Requests that keep arriving whole for longer than --read-timeout (0.3 s) are all
+    served on one connection; then a head that trickles on it is answered 408."""
+    host, port = url.removeprefix("http://").split(":")
+    request = b"GET /mock/clock HTTP/1.1\r\nhost: x\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        begun = time.monotonic()
+        served = 0
+        while time.monotonic() - begun < 1.0:  # > 3 deadlines of a head, each one met
+            sock.sendall(request)
+            assert parse_raw(_read_answer(sock))[0] == 200
+            served += 1
+            time.sleep(0.02)
+        assert served > 10
+        sock.sendall(b"GET /mock/clock HTTP/1.1\r\n")  # the next head never ends
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, headers, body = parse_raw(answer)
+    assert (status, body["error"]["type"]) == (408, "request_timeout")
+    assert headers["connection"] == "close"
 
 
 def test_an_unread_body_still_arriving_after_the_answer_is_cut_off(url: str, env: str) -> None:

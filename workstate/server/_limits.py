@@ -234,28 +234,33 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
     class GuardedH11Protocol(H11Protocol):
         """uvicorn's h11 protocol, answering in the API's envelope and bounding read time."""
 
+        # A head's deadline is a time, checked by one timer per connection: arming and
+        # cancelling a timer for every request cost more than the check (benchmarks/server.py).
+        # The timer, once armed, fires at the earliest deadline it was armed for; it then
+        # answers a late head, or re-arms itself for the head now arriving, or stops (idle).
+        _head_deadline: float | None = None
         _head_timer: asyncio.TimerHandle | None = None
         _drain_timer: asyncio.TimerHandle | None = None
         _head_started = False
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
-            self._arm_head_timer()
+            self._expect_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_timers()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self.conn.their_state is h11.IDLE and data:
+            conn = self.conn
+            if data and conn.their_state is h11.IDLE:
                 self._head_started = True
-                if self._head_timer is None:  # a head's deadline runs from its first byte
-                    self._arm_head_timer()
+                if self._head_deadline is None:  # a head's deadline runs from its first byte
+                    self._expect_head()
             super().data_received(data)
-            if self.conn.their_state is not h11.IDLE and self._head_timer is not None:
-                self._head_timer.cancel()  # the head is in: the ASGI layer bounds the body
-                self._head_timer = None
-            if self.conn.their_state is h11.DONE and self._drain_timer is not None:
+            if self._head_deadline is not None and conn.their_state is not h11.IDLE:
+                self._head_deadline = None  # the head is in: the ASGI layer bounds the body
+            if self._drain_timer is not None and conn.their_state is h11.DONE:
                 self._drain_timer.cancel()
                 self._drain_timer = None
 
@@ -293,15 +298,21 @@ def protocol_class(limits: Limits, new_request_id: Callable[[], str]) -> type[H1
             self.transport.close()
 
         # ------------------------------------------------------------ timers
-        def _arm_head_timer(self) -> None:
-            self._head_timer = self.loop.call_later(limits.read_timeout, self._head_too_slow)
+        def _expect_head(self) -> None:
+            self._head_deadline = self.loop.time() + limits.read_timeout
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(limits.read_timeout, self._check_head)
 
-        def _head_too_slow(self) -> None:
+        def _check_head(self) -> None:
             self._head_timer = None
-            # The timer is cancelled when the head is in and when the connection is lost; this
-            # only guards the moment between our own close() and connection_lost().
-            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-                return  # pragma: no cover
+            deadline = self._head_deadline
+            if deadline is None or self.transport.is_closing():
+                return  # no head under way (it arrived; or the connection is going)
+            left = deadline - self.loop.time()
+            if left > 0:  # a later head than the one the timer was armed for
+                self._head_timer = self.loop.call_later(left, self._check_head)
+                return
+            self._head_deadline = None
             if self._head_started:
                 # h11 cannot answer before a request exists: write the 408 by hand.
                 request_id = new_request_id()
