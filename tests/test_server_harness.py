@@ -632,6 +632,39 @@ def drive(
     return sent
 
 
+def test_the_journal_keeps_no_connection_alive() -> None:
+    """An entry holds what the request carried, not the server's channels: once a request is
+    answered, its connection (here, the object whose bound methods were receive and send)
+    can be freed while the entry stays readable."""
+    import gc
+    import weakref
+
+    class Connection:
+        async def receive(self) -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(self, message: Any) -> None:
+            pass
+
+    server = MockServer(seed=1, clock=ManualClock(T0))
+    connection = Connection()
+    gone = weakref.ref(connection)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": f"{W}/stats",
+        "query_string": b"",
+        "headers": [],
+        "client": ("10.0.0.1", 5),
+    }
+    asyncio.run(server.app(scope, connection.receive, connection.send))
+    del connection, scope
+    gc.collect()
+    assert gone() is None
+    (entry,) = server.harness.entries()
+    assert (entry["operation"], entry["status"]) == ("stats", 200)
+
+
 def test_bodies_in_several_parts_are_journaled_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     from workstate.server import _harness
 

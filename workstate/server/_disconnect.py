@@ -21,7 +21,6 @@ ordinary lost answer, and the item comes back after the poll's redelivery window
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope
@@ -32,7 +31,7 @@ CYCLE_KEY = "workstate.cycle"
 """The scope key under which :func:`note_cycle` keeps uvicorn's request cycle."""
 
 
-def note_cycle(scope: dict[str, Any], receive: Receive) -> None:
+def note_cycle(scope: Scope, receive: Receive) -> None:
     """Keep in ``scope`` the server's request cycle behind ``receive``, if it says whether its
     client disconnected (uvicorn's does: ``receive`` is its bound method)."""
     cycle = getattr(receive, "__self__", None)

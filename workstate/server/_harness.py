@@ -13,11 +13,18 @@ classifies requests and builds journal entries); this module is the ASGI glue ar
    controls never match), and applies the effect: wait ``delay_ms``; answer an error status
    in the API's envelope without calling the app; or drop the connection before calling it,
    or after (the call is applied, its answer withheld);
-3. otherwise calls the app with a context (a :class:`contextvars.ContextVar`) in which the
+3. otherwise checks the API key (a 401 envelope without it; :func:`~workstate.server._auth.allowed`)
+   and calls the app with a context (a :class:`contextvars.ContextVar`) in which the
    server notes, under its lock, the time it hands to the core, the order of the core call
-   (``core_seq``) and the item as it stood (:meth:`Harness.note_core_call`);
-4. records the journal entry: the request, the answer it captured on the way out, and what
-   the call did (:func:`~workstate.server._journal.outcome`).
+   (``core_seq``) and the item as it stood (:meth:`Harness.note_core_call`); an exception
+   the app raises before it answers becomes a 500 envelope;
+4. puts the ``request-id`` header on every answer, and records the journal entry: the
+   request, the answer it captured on the way out, and what the call did
+   (:func:`~workstate.server._journal.outcome`).
+
+One :class:`_Exchange` object per request holds all of it (its methods are the app's
+``receive`` and ``send``) and is the journal's pending entry, built into a
+:class:`~workstate.server._journal.JournalEntry` only if someone reads it.
 
 Dropping a connection.  ASGI has no message for "close without answering".  Under uvicorn
 the ``receive`` callable is a method of the connection's request cycle, which holds the
@@ -43,7 +50,6 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
-import attrs
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -83,22 +89,7 @@ class ConnectionDropped(Exception):
     """Raised out of the app in process, where a fault rule drops the connection."""
 
 
-@attrs.define
-class _Call:
-    """What the server notes about one request while the core serves it.
-
-    Kept as the core's own immutable values (a datetime, :class:`~workstate.Work` records),
-    turned into JSON only if the journal entry is ever read.
-    """
-
-    work_id: str | None
-    now: _dt.datetime | None = None  # the time handed to the core
-    core_seq: int | None = None
-    before: Work | None = None
-    after: Work | None = None  # the item, when the answer carries none (a 204 stop)
-
-
-_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+_CALL: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
     "workstate_harness_call", default=None
 )
 
@@ -406,137 +397,60 @@ class HarnessMiddleware:
             await self.app(scope, receive, send)
             return
         harness = self.harness
-        started = time.monotonic()
-        request_id = harness.new_request_id()
-        scope = {**scope, "state": {**scope.get("state", {}), "request_id": request_id}}
+        request_id = harness.server.new_request_id()
+        # The server hands every request a scope of its own: noted in place, not copied.
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        state["request_id"] = request_id
         note_cycle(scope, receive)  # for a long poll's disconnect check, behind our wrappers
-        worker = _worker_id(scope["headers"])
-        method, path = scope["method"], scope["path"]
-        facts = classify(method, path)
-        epoch, seq, rule = harness._arrive(facts, worker)
-        body = bytearray()
-        request_done = False
-        header = (b"request-id", request_id.encode("latin-1"))
-
-        async def tee() -> Message:
-            nonlocal request_done
-            message = await receive()
-            if message["type"] == "http.request":
-                chunk = message.get("body", b"")
-                if len(body) < _BODY_CAP:
-                    body.extend(chunk[: _BODY_CAP - len(body)])
-                request_done = not message.get("more_body", False)
-            return message
-
-        status: int | None = None
-        answer = bytearray()
-        sent = False
-        recorded = False
-        withhold = rule is not None and rule.effect.drop == "after"
-        call = _Call(work_id=facts.work_id)
-        over_socket = _transport(receive) is not None
-        keep = path not in _UNKEPT_ANSWERS
-
-        def finish(delivered: bool) -> None:
-            # Recorded before the answer's last byte leaves (or the connection closes), so a
-            # client that has its answer finds the request in the journal.  Only the raw
-            # pieces: the entry is built if it is ever read (see _Pending).
-            nonlocal recorded
-            if not recorded:
-                recorded = True
-                client = scope.get("client")
-                pending = _Pending(
-                    seq,
-                    request_id,
-                    f"{client[0]}:{client[1]}" if over_socket and client else "asgi",
-                    worker,
-                    method,
-                    path,
-                    scope.get("query_string", b""),
-                    facts,
-                    bytes(body),
-                    started,
-                    time.monotonic(),
-                    call,
-                    rule,
-                    status,
-                    bytes(answer),
-                    delivered,
-                )
-                harness._record(epoch, pending)
-
-        async def capture(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                # Every answer carries the request's id, as the real API's do.
-                message["headers"] = [*message.get("headers", ()), header]
-                if status in (204, 304):  # no body follows: the headers are the whole answer
-                    finish(not withhold)
-            elif message["type"] == "http.response.body":
-                if keep and len(answer) < _BODY_CAP:
-                    answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
-                if not message.get("more_body", False):
-                    finish(not withhold)
-            if not withhold:
-                sent = True
-                await send(message)
-
+        ex = _Exchange(harness, scope, receive, send, request_id, _transport(receive) is not None)
+        rule = ex.rule
         try:
             if rule is not None:
                 effect = rule.effect
                 if effect.delay_ms:
                     # At least the delay by the journal's clock: uvloop's timers round to the
                     # millisecond and may wake a fraction of one early.
-                    deadline = started + effect.delay_ms / 1000
+                    deadline = ex.started + effect.delay_ms / 1000
                     while (left := deadline - time.monotonic()) > 0:
                         await asyncio.sleep(left)
                 if effect.status is not None or effect.drop == "before":
-                    while not request_done and len(body) < _BODY_CAP:
-                        if (await tee())["type"] != "http.request":
+                    while not ex.request_done and len(ex.body) < _BODY_CAP:
+                        if (await ex.tee())["type"] != "http.request":
                             break
                     if effect.status is None:
-                        finish(False)
+                        ex.finish(False)
                         await _drop(receive, rule)
                     else:
-                        await self._refuse(rule, request_id, scope, receive, capture)
+                        await self._refuse(rule, request_id, scope, receive, ex.capture)
                     return
-            token = _CALL.set(call)
+            token = _CALL.set(ex)
             try:
-                await self._serve(scope, tee, capture, request_id, path)
+                key = harness.server.api_key
+                if key is None or allowed(
+                    scope["headers"], key, ex.path, harness.server.sessions.token_allows
+                ):
+                    await self.app(scope, ex.tee, ex.capture)
+                else:
+                    await _envelope(_unauthorized(), request_id, scope, receive, ex.capture)
             except Exception:
-                _log.exception("unexpected error serving %s %s", method, path)
-                if status is not None:
+                _log.exception("unexpected error serving %s %s", ex.method, ex.path)
+                if ex.status is not None:
                     raise  # the answer has begun: nothing better to do than end it
                 error = WorkstateError(
                     "the mock server failed unexpectedly; see its log", status=500
                 )
-                await _envelope(error, request_id, scope, receive, capture)
+                await _envelope(error, request_id, scope, receive, ex.capture)
             finally:
                 _CALL.reset(token)
-            if rule is not None and withhold:
-                finish(False)
+            if ex.withhold:
+                ex.finish(False)
+                assert rule is not None
                 await _drop(receive, rule)
         finally:
-            finish(sent)  # an app that failed half way: what was sent, if anything
-
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, path: str
-    ) -> None:
-        """The app, for a request that carries the server's API key (if it has one)."""
-        server = self.harness.server
-        key = server.api_key
-        if key is None or allowed(scope["headers"], key, path, server.sessions.token_allows):
-            await self.app(scope, receive, send)
-            return
-        error = WorkstateError(
-            "invalid or missing API key: send the server's key as the x-api-key header "
-            "or as Authorization: Bearer <key> (an item's sessions token also works, on "
-            "that item's own calls)",
-            status=401,
-            error_type="authentication_error",
-        )
-        await _envelope(error, request_id, scope, receive, send)
+            ex.finish(ex.sent)  # an app that failed half way: what was sent, if anything
+            ex.close()
 
     async def _refuse(
         self, rule: FaultRule, request_id: str, scope: Scope, receive: Receive, send: Send
@@ -561,6 +475,16 @@ class HarnessMiddleware:
         await response(scope, receive, send)
 
 
+def _unauthorized() -> WorkstateError:
+    return WorkstateError(
+        "invalid or missing API key: send the server's key as the x-api-key header "
+        "or as Authorization: Bearer <key> (an item's sessions token also works, on "
+        "that item's own calls)",
+        status=401,
+        error_type="authentication_error",
+    )
+
+
 async def _envelope(
     error: WorkstateError, request_id: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
@@ -568,75 +492,150 @@ async def _envelope(
     await response(scope, receive, send)
 
 
-class _Pending:
-    """A finished request as the middleware saw it; :meth:`build` makes its journal entry.
+class _Exchange:
+    """One request as the harness sees it: what arrived, what the server noted while the
+    core served it, and what was answered; :meth:`build` makes its journal entry.
 
-    Everything here is immutable or owned by this request alone (bytes, the core's frozen
-    records, the rule's frozen effect), so building later gives what building now would.
+    Once finished, everything here is immutable or owned by this request alone (bytes, the
+    core's frozen records, the rule's frozen effect), so building later gives what building
+    at once would.  One object per request, with the journal's tee and capture as its
+    methods, costs less than closures and a record made at the end (``benchmarks/server.py``).
     """
 
     __slots__ = (
+        "_receive",
+        "_send",
+        "after",
         "answer",
+        "before",
         "body",
-        "call",
+        "client",
+        "core_seq",
+        "epoch",
         "facts",
         "finished",
+        "harness",
+        "keep",
         "method",
+        "now",
         "path",
-        "peer",
         "query",
+        "recorded",
+        "request_done",
         "request_id",
         "rule",
         "sent",
         "seq",
         "started",
         "status",
+        "withhold",
         "worker",
     )
 
     def __init__(
         self,
-        seq: int,
+        harness: Harness,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
         request_id: str,
-        peer: str,
-        worker: str | None,
-        method: str,
-        path: str,
-        query: bytes,
-        facts: tuple[str | None, str | None, str | None],
-        body: bytes,
-        started: float,
-        finished: float,
-        call: _Call,
-        rule: FaultRule | None,
-        status: int | None,
-        answer: bytes,
-        sent: bool,
+        over_socket: bool,
     ) -> None:
-        self.seq = seq
+        self.started = time.monotonic()
+        self.harness = harness
         self.request_id = request_id
-        self.peer = peer
-        self.worker = worker
-        self.method = method
-        self.path = path
-        self.query = query
-        self.facts = facts
-        self.body = body
-        self.started = started
-        self.finished = finished
-        self.call = call
+        self.method = method = scope["method"]
+        self.path = path = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self.client = scope.get("client") if over_socket else None
+        self.worker = worker = _worker_id(scope["headers"])
+        self.facts = facts = classify(method, path)
+        self.epoch, self.seq, rule = harness._arrive(facts, worker)
         self.rule = rule
-        self.status = status
-        self.answer = answer
-        self.sent = sent
+        self.withhold = rule is not None and rule.effect.drop == "after"
+        self.keep = path not in _UNKEPT_ANSWERS
+        self._receive: Receive | None = receive
+        self._send: Send | None = send
+        self.body = bytearray()
+        self.answer = bytearray()
+        self.request_done = False
+        self.status: int | None = None
+        self.sent = False
+        self.recorded = False
+        self.finished = 0.0
+        # Noted by the server while the core serves the request (Harness.note_core_call).
+        self.now: _dt.datetime | None = None  # the time handed to the core
+        self.core_seq: int | None = None
+        self.before: Work | None = None
+        self.after: Work | None = None  # the item, when the answer carries none (a 204 stop)
+
+    @property
+    def work_id(self) -> str | None:
+        """The item the request's path names."""
+        return self.facts.work_id
+
+    async def tee(self) -> Message:
+        """The app's ``receive``: the body is kept for the journal as it passes."""
+        receive = self._receive
+        assert receive is not None, "the request is over"
+        message = await receive()
+        if message["type"] == "http.request":
+            body = self.body
+            chunk = message.get("body", b"")
+            if chunk and len(body) < _BODY_CAP and not self.recorded:
+                body.extend(chunk[: _BODY_CAP - len(body)])
+            self.request_done = not message.get("more_body", False)
+        return message
+
+    async def capture(self, message: Message) -> None:
+        """The app's ``send``: the request id goes on the answer, the answer into the journal."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = self.status = message["status"]
+            # Every answer carries the request's id, as the real API's do.
+            message["headers"] = [
+                *message.get("headers", ()),
+                (b"request-id", self.request_id.encode("latin-1")),
+            ]
+            if status in (204, 304):  # no body follows: the headers are the whole answer
+                self.finish(not self.withhold)
+        elif kind == "http.response.body":
+            answer = self.answer
+            if self.keep and len(answer) < _BODY_CAP and not self.recorded:
+                answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
+            if not message.get("more_body", False):
+                self.finish(not self.withhold)
+        if not self.withhold:
+            self.sent = True
+            send = self._send
+            assert send is not None, "the request is over"
+            await send(message)
+
+    def finish(self, delivered: bool) -> None:
+        """Record the request in the journal (once), as delivered or not.
+
+        Recorded before the answer's last byte leaves (or the connection closes), so a client
+        that has its answer finds the request in the journal.  Only the raw pieces: the entry
+        is built if it is ever read.
+        """
+        if self.recorded:
+            return
+        self.recorded = True
+        self.finished = time.monotonic()
+        self.sent = delivered  # (the body and the answer change no more: see ``recorded``)
+        self.harness._record(self.epoch, self)
+
+    def close(self) -> None:
+        """Let go of the server's channels, so the journal does not keep connections alive."""
+        self._receive = self._send = None
 
     def build(self) -> JournalEntry:
         """The journal entry of this request."""
         operation, environment_id, work_id = self.facts
-        call, status, sent, rule = self.call, self.status, self.sent, self.rule
-        response = decode_body(self.answer) if status is not None else None
-        item = call.after.to_json() if status == 204 and call.after is not None else None
-        before = None if call.before is None else call.before.to_json()
+        status, sent, rule = self.status, self.sent, self.rule
+        response = decode_body(bytes(self.answer)) if status is not None else None
+        item = self.after.to_json() if status == 204 and self.after is not None else None
+        before = None if self.before is None else self.before.to_json()
         applied, move, error = _outcome(operation, before, status, response, item)
         if work_id is None and operation in ("poll", "create") and isinstance(response, dict):
             found = response.get("id")
@@ -647,25 +646,25 @@ class _Pending:
         return JournalEntry(
             seq=self.seq,
             request_id=self.request_id,
-            client=self.peer,
+            client="asgi" if self.client is None else f"{self.client[0]}:{self.client[1]}",
             worker_id=self.worker,
             method=self.method,
             path=self.path,
             query=dict(parse_qsl(self.query.decode("latin-1"), keep_blank_values=True)),
-            body=decode_body(self.body),
+            body=decode_body(bytes(self.body)),
             operation=operation,
             environment_id=environment_id,
             work_id=work_id,
             started_mono=self.started,
             finished_mono=self.finished,
-            server_time=None if call.now is None else format_time(call.now),
+            server_time=None if self.now is None else format_time(self.now),
             status=status if sent else None,
             response=response if sent else None,
             applied=applied,
             fault=None if rule is None else {"id": rule.id, "effect": rule.effect.to_json()},
             move=move,
             error=error if sent else None,
-            core_seq=call.core_seq,
+            core_seq=self.core_seq,
             withheld=withheld,
             item=item,
         )
