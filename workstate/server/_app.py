@@ -92,7 +92,7 @@ from workstate._work import Work
 from workstate.server._auth import check_api_key
 from workstate.server._disconnect import ClientWatch
 from workstate.server._dispatch import Application, Call, Dispatch, Handler, endpoint
-from workstate.server._harness import Harness, HarnessMiddleware
+from workstate.server._harness import Harness
 from workstate.server._limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_READ_TIMEOUT,
@@ -520,9 +520,7 @@ class MockServer:
             "create": self._mock_create,
         }
         app: ASGIApp = Dispatch(direct, fallback)
-        app = RequestLimits(app, self.limits)
-        app = HarnessMiddleware(app, harness=self.harness)
-        return Application(app, routes)
+        return Application(RequestLimits(app, self.limits), self.harness, routes)
 
     async def _poll(self, call: Call) -> bytes:
         if call.method == "HEAD":  # Starlette adds HEAD to GET routes; a poll is no read

@@ -45,6 +45,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workstate._errors import WorkstateError
+from workstate.server._harness import Harness, HarnessMiddleware
 from workstate.server._journal import classify
 from workstate.server._render import render_json
 
@@ -202,14 +203,11 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return run
 
 
-class Application:
-    """The mock server's ASGI app: ``app`` (its middleware around a :class:`Dispatch`), and
-    the Starlette ``routes`` it serves (for programs that list them)."""
+class Application(HarnessMiddleware):
+    """The mock server's ASGI app: the harness's middleware, outermost, around ``app`` (the
+    body limits and a :class:`Dispatch`), with the Starlette ``routes`` it serves listed."""
 
-    def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute]) -> None:
-        self._app = app
+    def __init__(self, app: ASGIApp, harness: Harness, routes: Iterable[BaseRoute]) -> None:
+        super().__init__(app, harness)
         self.routes: list[BaseRoute] = list(routes)
         """Every route, as Starlette's ``Route`` objects (the direct calls included)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)

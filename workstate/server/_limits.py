@@ -143,9 +143,15 @@ def _measure(scope: Scope) -> tuple[int | None, bool, int]:
     larger)."""
     declared = None
     chunked = False
-    size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 16
-    for name, value in scope.get("headers", ()):
-        size += len(name) + len(value) + 4
+    headers = scope.get("headers", ())
+    size = (
+        len(scope.get("raw_path", b""))
+        + len(scope.get("query_string", b""))
+        + 16
+        + 4 * len(headers)  # ": " and CRLF per header
+    )
+    for name, value in headers:
+        size += len(name) + len(value)
         if name == b"content-length":
             try:
                 declared = int(value)
@@ -167,13 +173,23 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.max_body_bytes
-        timeout = self.limits.read_timeout
-        state = scope.get("state")
-        request_id = state.get("request_id") if isinstance(state, dict) else None
+        limits = self.limits
+        limit = limits.max_body_bytes
         declared, chunked, head = _measure(scope)
+        if (
+            not chunked
+            and not declared
+            and head <= limits.max_header_bytes
+            and scope.get("http_version") in ("1.0", "1.1")
+        ):
+            # HTTP/1 without a length or chunking has no body: nothing to bound, and the
+            # common case (every SDK call but a metadata update) pays for no wrapper.  (Other
+            # ASGI servers, HTTP/2 ones say, may stream a body with neither header.)
+            await self.app(scope, receive, send)
+            return
+        timeout = limits.read_timeout
         error: WorkstateError | None = None
-        if head > self.limits.max_header_bytes:
+        if head > limits.max_header_bytes:
             error = RequestTooLargeError(
                 f"the request line and headers are {head} bytes; this server accepts at most "
                 f"{self.limits.max_header_bytes}",
@@ -182,18 +198,14 @@ class RequestLimits:
         elif declared is not None and declared > limit:
             error = _too_large(limit, f"{declared} bytes (content-length)")
         if error is not None:
+            state = scope.get("state")
+            request_id = state.get("request_id") if isinstance(state, dict) else None
             response = JSONResponse(
                 error.to_json(request_id=request_id),
                 status_code=error.status,
                 headers={"connection": "close"},
             )
             await response(scope, receive, send)
-            return
-        if not chunked and not declared and scope.get("http_version") in ("1.0", "1.1"):
-            # HTTP/1 without a length or chunking has no body: nothing to bound, and the common
-            # case (every SDK call but a metadata update) pays for no wrapper.  (Other ASGI
-            # servers, HTTP/2 ones say, may stream a body with neither header.)
-            await self.app(scope, receive, send)
             return
         received = 0
         body_done = refused = False
