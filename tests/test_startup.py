@@ -135,3 +135,47 @@ def test_a_lazy_module_that_cannot_load_raises_its_import_error() -> None:
         """
     )
     assert out == {"errors": ["ModuleNotFoundError", "ModuleNotFoundError"]}
+
+
+def test_the_fault_rules_load_with_the_first_rule_and_draw_as_if_built_at_start() -> None:
+    """A server without rules never loads their module; the first rule loads it and works."""
+    out = run(
+        """
+        from workstate.server import MockServer
+        server = MockServer(seed=5)
+        harness = server.harness
+        before = loaded(["workstate.server._faults"])
+        quiet = [harness.fault_rules(), harness.clear_faults(), harness.health()["faults"]]
+        harness.reset()
+        try:
+            harness.remove_fault("flt_1")
+        except Exception as exc:
+            quiet.append(type(exc).__name__)
+        still = loaded(["workstate.server._faults"])
+        rule = harness.add_fault({"match": {"operation": "poll"}, "probability": 0.5,
+                                  "effect": {"status": 503}})
+        draws = [harness.faults.pick("poll", "env_a", None, None) is not None for _ in range(8)]
+        server.close()
+        print(json.dumps({"before": before, "quiet": quiet, "still": still,
+                          "after": loaded(["workstate.server._faults"]), "id": rule["id"],
+                          "draws": draws}))
+        """
+    )
+    from workstate.server import MockServer
+
+    eager = MockServer(seed=5)
+    assert eager.harness.faults.rules() == []  # built at once: the draws must be the same
+    eager.harness.add_fault(
+        {"match": {"operation": "poll"}, "probability": 0.5, "effect": {"status": 503}}
+    )
+    draws = [eager.harness.faults.pick("poll", "env_a", None, None) is not None for _ in range(8)]
+    eager.close()
+    assert out == {
+        "before": [],
+        "quiet": [[], 0, 0, "NotFoundError"],
+        "still": [],
+        "after": ["workstate.server._faults"],
+        "id": "flt_1",
+        "draws": draws,
+    }
+    assert sorted(set(draws)) == [False, True]  # (this seed draws both ways)

@@ -61,7 +61,6 @@ from workstate._time import format_time
 from workstate._work import Work
 from workstate.server._auth import allowed
 from workstate.server._disconnect import note_cycle
-from workstate.server._faults import FaultRule, FaultSet, error_type_for
 from workstate.server._journal import (
     OPERATIONS,
     Journal,
@@ -75,6 +74,7 @@ from workstate.server._render import JSONResponse
 
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
+    from workstate.server._faults import FaultRule, FaultSet
 
 __all__ = ["ConnectionDropped", "Harness", "HarnessMiddleware"]
 
@@ -103,14 +103,27 @@ class Harness:
 
     def __init__(self, server: MockServer, seed: int) -> None:
         self.server = server
-        self.faults = FaultSet(seed=seed)
-        """The fault rules (use the methods below rather than this object directly)."""
+        self._fault_seed = seed
+        # Built with the first rule (see faults): until then no request can match one.
+        self._fault_set: FaultSet | None = None
         self.journal = Journal()
         """The request journal; set ``journal.sink`` to receive each finished entry."""
         self.lock = threading.Lock()
         """Held around every touch of the rules and the journal."""
         self._core_seq = 0
         self._epoch = 0  # grows with every reset; a request of an earlier one is not recorded
+
+    @property
+    def faults(self) -> FaultSet:
+        """The fault rules (use the methods below rather than this object directly)."""
+        if self._fault_set is None:
+            # Loaded on first use: most servers never add a rule, and the rules' module (its
+            # parser and three attrs records) was ~2 ms of serve's cold start.  A set built
+            # now from the seed draws as one built at start-up would, since none drew yet.
+            from workstate.server._faults import FaultSet
+
+            self._fault_set = FaultSet(seed=self._fault_seed)
+        return self._fault_set
 
     # -------------------------------------------------------------- for programs and tests
     def add_fault(self, rule: object) -> dict[str, Any]:
@@ -121,19 +134,21 @@ class Harness:
     def fault_rules(self) -> list[dict[str, Any]]:
         """Every fault rule with its counts, in the order added."""
         with self.lock:
-            return [r.to_json() for r in self.faults.rules()]
+            return [] if self._fault_set is None else [r.to_json() for r in self._fault_set.rules()]
 
     def clear_faults(self) -> int:
         """Remove every fault rule; returns how many there were."""
         with self.lock:
-            n = len(self.faults.rules())
-            self.faults.clear()
+            if self._fault_set is None:
+                return 0
+            n = len(self._fault_set.rules())
+            self._fault_set.clear()
             return n
 
     def remove_fault(self, rule_id: str) -> None:
         """Remove one fault rule (404 if there is none with this id)."""
         with self.lock:
-            if not self.faults.remove(rule_id):
+            if self._fault_set is None or not self._fault_set.remove(rule_id):
                 raise NotFoundError(f"no fault rule {rule_id!r}; GET /mock/faults lists them")
 
     def entries(
@@ -197,7 +212,8 @@ class Harness:
             ids = list(server._environments)
             items = sum(len(server._environments[i]) for i in ids)
         with self.lock:
-            rules, entries = len(self.faults.rules()), len(self.journal)
+            rules = 0 if self._fault_set is None else len(self._fault_set.rules())
+            entries = len(self.journal)
         return {
             "status": "ok",
             "profile": server.profile.name,
@@ -213,7 +229,8 @@ class Harness:
     def reset(self) -> None:
         """Forget every rule and journal entry; numbering and draws start afresh."""
         with self.lock:
-            self.faults.reset()
+            if self._fault_set is not None:  # (a set not built yet is as fresh as a reset one)
+                self._fault_set.reset()
             self.journal.reset()
             self._core_seq = 0
             self._epoch += 1
@@ -323,7 +340,8 @@ class Harness:
     ) -> tuple[int, int, FaultRule | None]:
         with self.lock:
             seq = self.journal.arrive()
-            rule = self.faults.pick(facts[0], facts[1], facts[2], worker)
+            faults = self._fault_set
+            rule = None if faults is None else faults.pick(facts[0], facts[1], facts[2], worker)
             return self._epoch, seq, rule
 
     def _record(self, epoch: int, entry: JournalEntry | PendingEntry) -> None:
@@ -455,6 +473,8 @@ class HarnessMiddleware:
     async def _refuse(
         self, rule: FaultRule, request_id: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        from workstate.server._faults import error_type_for  # loaded: a rule fired
+
         effect = rule.effect
         assert effect.status is not None
         conflict = self.harness.server.profile.conflict_error_type
