@@ -12,7 +12,13 @@ import sys
 import textwrap
 
 # Loaded on first use only (see "Start-up" in docs/performance.md).
-CHECKERS = ["workstate._trace", "workstate._history", "workstate._linearize", "workstate._timeline"]
+CHECKERS = [
+    "workstate._invariants",
+    "workstate._trace",
+    "workstate._history",
+    "workstate._linearize",
+    "workstate._timeline",
+]
 OPTIONAL = ["pendulum", "dateutil", "transitions", "tomllib", "hypothesis", "sqlite3", "hashlib"]
 
 

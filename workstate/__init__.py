@@ -2,11 +2,11 @@
 
 The public names live here; the logic lives in the private modules named in each docstring.
 
-The checkers (the trace checker, the history reader and linearizability checker, the HTML
-timeline) are loaded on first use: their names are in ``__all__`` and ``dir()`` like every
-other, and reading one (``workstate.check_trace``, ``from workstate import check_history``)
-imports its module then.  A plain ``import workstate`` for the model alone does not pay for
-them (see "Start-up" in ``docs/performance.md``).
+The checkers (the invariant checker, the trace checker, the history reader and
+linearizability checker, the HTML timeline) are loaded on first use: their names are in
+``__all__`` and ``dir()`` like every other, and reading one (``workstate.check_trace``,
+``from workstate import check_history``) imports its module then.  A plain ``import
+workstate`` for the model alone does not pay for them (see "Start-up" in ``docs/performance.md``).
 """
 
 from typing import TYPE_CHECKING
@@ -22,7 +22,6 @@ from workstate._errors import (
     PreconditionFailedError,
     WorkstateError,
 )
-from workstate._invariants import Violation, invariant_violations
 from workstate._profile import (
     ANTHROPIC,
     PROFILES,
@@ -64,6 +63,7 @@ if TYPE_CHECKING:  # the names below are loaded on first use, by __getattr__
         history_from_journal,
         read_history,
     )
+    from workstate._invariants import Violation, invariant_violations
     from workstate._linearize import HistoryProblem, HistoryReport, check_history
     from workstate._timeline import render_timeline
     from workstate._trace import (
@@ -80,6 +80,8 @@ _LAZY = {
         ("History", "HistoryCall", "HistoryFormatError", "history_from_journal", "read_history"),
         "workstate._history",
     ),
+    # Only restoring or reading a record checks its invariants; serve's start-up does neither.
+    **dict.fromkeys(("Violation", "invariant_violations"), "workstate._invariants"),
     **dict.fromkeys(("HistoryProblem", "HistoryReport", "check_history"), "workstate._linearize"),
     "render_timeline": "workstate._timeline",
     **dict.fromkeys(

@@ -139,7 +139,6 @@ import attrs
 
 from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._indexes import SeqSet, ShardedDict, SortedKeys
-from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
 from workstate._records import HeartbeatResult, WorkData, check_id, check_text, is_int
 from workstate._table import State
@@ -932,6 +931,10 @@ class Environment:
     def _checked_items(
         self, items: Iterable[ItemState], next_seq: int, now: _dt.datetime
     ) -> builtins.list[ItemState]:
+        # Imported here: only a restore checks invariants, and the checker's module (and its
+        # attrs record) is start-up time that neither import workstate nor serve needs.
+        from workstate._invariants import invariant_violations
+
         records: builtins.list[ItemState] = []
         ids: set[str] = set()
         seqs: set[int] = set()

@@ -29,7 +29,6 @@ from workstate._errors import (
     PreconditionFailedError,
     WorkstateError,
 )
-from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
 from workstate._records import (
     HeartbeatResult,
@@ -329,6 +328,9 @@ def work_from_json(value: object, *, profile: Profile = ANTHROPIC, strict: bool 
         version=1,
         touched_at=touched,
     )
+    # Imported here: only reading a record checks invariants (kept off import's start-up).
+    from workstate._invariants import invariant_violations
+
     problems = invariant_violations(work, private=False)
     if problems:
         first = problems[0]
