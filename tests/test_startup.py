@@ -185,3 +185,51 @@ def test_the_fault_rules_load_with_the_first_rule_and_draw_as_if_built_at_start(
         "draws": draws,
     }
     assert sorted(set(draws)) == [False, True]  # (this seed draws both ways)
+
+
+# What the server defers, and what its first work-API answers (a read, a creation of a
+# non-session item) must not need.
+SERVER_DEFERRED = ["workstate.server._faults", "workstate.server._sessions"]
+
+
+def test_a_server_answers_reads_and_non_session_items_without_the_deferred_modules() -> None:
+    out = run(
+        f"""
+        import httpx2, asyncio
+        from workstate import WorkData
+        from workstate.server import MockServer
+        server = MockServer()
+        async def calls():
+            transport = httpx2.ASGITransport(app=server.app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as c:
+                stats = await c.get("/v1/environments/env_a/work/stats")
+                health = await c.get("/mock/health")
+                return stats.status_code, health.json()["faults"]
+        answers = asyncio.run(calls())
+        server.create_work("env_a", data=WorkData(type="healthcheck", id="hc_1"))
+        server.close()
+        print(json.dumps({{"answers": answers, "loaded": loaded({SERVER_DEFERRED!r})}}))
+        """
+    )
+    assert out == {"answers": [200, 0], "loaded": []}
+
+
+def test_the_first_session_item_loads_the_sessions_model_and_gets_its_session() -> None:
+    out = run(
+        f"""
+        from workstate.server import MockServer
+        server = MockServer()
+        before = loaded({SERVER_DEFERRED!r})
+        work = server.create_work("env_a", session={{"status": "running"}})
+        session = server.session(work.data.id)
+        server.close()
+        print(json.dumps({{"before": before, "after": loaded({SERVER_DEFERRED!r}),
+                          "status": session.status.value, "id": session.id == work.data.id}}))
+        """
+    )
+    assert out == {
+        "before": [],
+        "after": ["workstate.server._sessions"],
+        "status": "running",
+        "id": True,
+    }

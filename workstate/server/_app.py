@@ -65,7 +65,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.exceptions import HTTPException
@@ -103,8 +103,10 @@ from workstate.server._limits import (
 from workstate.server._query import int_query
 from workstate.server._render import JSONResponse, render_json
 from workstate.server._session_api import SessionHub
-from workstate.server._sessions import Session
 from workstate.server._store import CommittingLock, MemoryStore, Saved, SqliteStore, StateKeeper
+
+if TYPE_CHECKING:  # (the sessions model loads with the first session: see _session_api)
+    from workstate.server._sessions import Session
 
 __all__ = ["MockServer", "serve_in_thread"]
 
