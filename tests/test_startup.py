@@ -189,7 +189,11 @@ def test_the_fault_rules_load_with_the_first_rule_and_draw_as_if_built_at_start(
 
 # What the server defers, and what its first work-API answers (a read, a creation of a
 # non-session item) must not need.
-SERVER_DEFERRED = ["workstate.server._faults", "workstate.server._sessions"]
+SERVER_DEFERRED = [
+    "workstate.server._faults",
+    "workstate.server._journal_entry",
+    "workstate.server._sessions",
+]
 
 
 def test_a_server_answers_reads_and_non_session_items_without_the_deferred_modules() -> None:
@@ -232,4 +236,39 @@ def test_the_first_session_item_loads_the_sessions_model_and_gets_its_session() 
         "after": ["workstate.server._sessions"],
         "status": "running",
         "id": True,
+    }
+
+
+def test_the_journal_entry_class_loads_when_the_journal_is_first_read() -> None:
+    out = run(
+        f"""
+        import httpx2, asyncio
+        from workstate.server import MockServer
+        server = MockServer()
+        async def calls():
+            transport = httpx2.ASGITransport(app=server.app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as c:
+                await c.get("/v1/environments/env_a/work/stats")
+                before = loaded({SERVER_DEFERRED!r})
+                journal = (await c.get("/mock/journal")).json()["data"]
+                return before, [(e["seq"], e["operation"], e["status"]) for e in journal]
+        before, journal = asyncio.run(calls())
+        server.close()
+        from workstate.server import _journal, _journal_entry
+        try:
+            _journal.NoSuchName
+        except AttributeError as exc:
+            missing = str(exc)
+        print(json.dumps({{"before": before, "journal": journal,
+                          "after": loaded({SERVER_DEFERRED!r}),
+                          "same": _journal.JournalEntry is _journal_entry.JournalEntry,
+                          "missing": missing}}))
+        """
+    )
+    assert out == {
+        "before": [],
+        "journal": [[1, "stats", 200]],
+        "after": ["workstate.server._journal_entry"],
+        "same": True,
+        "missing": "module 'workstate.server._journal' has no attribute 'NoSuchName'",
     }

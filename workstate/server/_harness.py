@@ -61,20 +61,15 @@ from workstate._time import format_time
 from workstate._work import Work
 from workstate.server._auth import allowed
 from workstate.server._disconnect import note_cycle
-from workstate.server._journal import (
-    OPERATIONS,
-    Journal,
-    JournalEntry,
-    PendingEntry,
-    classify,
-    decode_body,
-)
+from workstate.server._journal import OPERATIONS, Journal, classify, decode_body
 from workstate.server._journal import outcome as _outcome
 from workstate.server._render import JSONResponse
 
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
     from workstate.server._faults import FaultRule, FaultSet
+    from workstate.server._journal import PendingEntry
+    from workstate.server._journal_entry import JournalEntry
 
 __all__ = ["ConnectionDropped", "Harness", "HarnessMiddleware"]
 
@@ -651,6 +646,8 @@ class _Exchange:
 
     def build(self) -> JournalEntry:
         """The journal entry of this request."""
+        from workstate.server._journal_entry import JournalEntry  # (loaded on first use)
+
         operation, environment_id, work_id = self.facts
         status, sent, rule = self.status, self.sent, self.rule
         response = decode_body(bytes(self.answer)) if status is not None else None

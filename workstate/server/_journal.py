@@ -2,8 +2,10 @@
 
 Theory of operation
 -------------------
-A :class:`JournalEntry` is one request and its outcome, as plain data.  Its JSON (one object
-per request, the format the history checker reads) has these keys, in this order:
+A :class:`JournalEntry` is one request and its outcome, as plain data (its class lives in
+``_journal_entry``, loaded when the first entry is built; it is importable from here).  Its
+JSON (one object per request, the format the history checker reads) has these keys, in this
+order:
 
 ``seq`` (from 1, in arrival order), ``request_id``, ``client`` (the peer ``host:port``, or
 ``"asgi"`` in process), ``worker_id`` (the ``anthropic-worker-id`` header), ``method``,
@@ -45,9 +47,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
-import attrs
+if TYPE_CHECKING:
+    from workstate.server._journal_entry import JournalEntry
 
 __all__ = [
     "OPERATIONS",
@@ -76,6 +79,17 @@ OPERATIONS: tuple[str, ...] = (
     "session_send",
 )
 """Every operation name a journal entry may carry (``create`` is the mock's queueing call)."""
+
+
+def __getattr__(name: str) -> object:
+    # JournalEntry lives in _journal_entry, loaded when the first entry is built (see there);
+    # it is still importable from here, where the journal's format is described.
+    if name == "JournalEntry":
+        from workstate.server._journal_entry import JournalEntry
+
+        return JournalEntry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _HEAD_AS_GET = {"HEAD": "GET"}
 _ITEM_CALLS = frozenset({"ack", "heartbeat", "stop"})
@@ -220,63 +234,6 @@ def outcome(
     return True, {"from": source, "to": response.get("state")}, None
 
 
-@attrs.frozen(kw_only=True)
-class JournalEntry:
-    """One request and its outcome (see the module's docstring for each field)."""
-
-    seq: int
-    request_id: str | None
-    client: str
-    worker_id: str | None
-    method: str
-    path: str
-    query: Mapping[str, str]
-    body: Any
-    operation: str | None
-    environment_id: str | None
-    work_id: str | None
-    started_mono: float
-    finished_mono: float
-    server_time: str | None
-    status: int | None
-    response: Any
-    applied: bool
-    fault: Mapping[str, Any] | None
-    move: Mapping[str, Any] | None
-    error: Mapping[str, Any] | None
-    core_seq: int | None = None
-    withheld: Mapping[str, Any] | None = None
-    item: Mapping[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The entry as ``GET /mock/journal`` and ``serve --journal`` write it."""
-        return {
-            "seq": self.seq,
-            "request_id": self.request_id,
-            "client": self.client,
-            "worker_id": self.worker_id,
-            "method": self.method,
-            "path": self.path,
-            "query": dict(self.query),
-            "body": self.body,
-            "operation": self.operation,
-            "environment_id": self.environment_id,
-            "work_id": self.work_id,
-            "started_mono": self.started_mono,
-            "finished_mono": self.finished_mono,
-            "server_time": self.server_time,
-            "status": self.status,
-            "response": self.response,
-            "applied": self.applied,
-            "fault": None if self.fault is None else dict(self.fault),
-            "move": None if self.move is None else dict(self.move),
-            "error": None if self.error is None else dict(self.error),
-            "core_seq": self.core_seq,
-            "withheld": None if self.withheld is None else dict(self.withheld),
-            "item": None if self.item is None else dict(self.item),
-        }
-
-
 class PendingEntry(Protocol):
     """A finished request whose :class:`JournalEntry` is built only when someone reads it.
 
@@ -326,11 +283,14 @@ class Journal:
 
     def record(self, entry: JournalEntry | PendingEntry) -> None:
         """Keep a finished entry (in ``seq`` order) and hand it to the sink."""
+        # A PendingEntry has a build method, a JournalEntry none (asked by name, so that the
+        # journal needs the entry class only once an entry is built).
+        build = getattr(entry, "build", None)
         if self.sink is not None:
-            if not isinstance(entry, JournalEntry):
-                entry = entry.build()
-            self.sink(entry.to_json())
-        if not isinstance(entry, JournalEntry):
+            if build is not None:
+                entry, build = build(), None
+            self.sink(cast("JournalEntry", entry).to_json())  # (built now)
+        if build is not None:
             self._pending = True
         entries = self._entries
         entries.append(entry)
@@ -371,8 +331,9 @@ class Journal:
         entries = self._entries
         if self._pending:
             for i, entry in enumerate(entries):
-                if not isinstance(entry, JournalEntry):
-                    entries[i] = entry.build()
+                build = getattr(entry, "build", None)  # (see record)
+                if build is not None:
+                    entries[i] = build()
             self._pending = False
         return cast("list[JournalEntry]", entries)  # every one is built now
 
