@@ -212,10 +212,17 @@ def test_a_server_answers_reads_and_non_session_items_without_the_deferred_modul
         answers = asyncio.run(calls())
         server.create_work("env_a", data=WorkData(type="healthcheck", id="hc_1"))
         server.close()
-        print(json.dumps({{"answers": answers, "loaded": loaded({SERVER_DEFERRED!r})}}))
+        from workstate._time import _patterns, parse_time
+        from workstate.server._session_api import _token_paths
+        compiled = [_patterns.cache_info().currsize, _token_paths.cache_info().currsize]
+        parse_time("2026-07-01T08:15:00Z")
+        compiled.append(_patterns.cache_info().currsize)
+        print(json.dumps({{"answers": answers, "loaded": loaded({SERVER_DEFERRED!r}),
+                          "compiled": compiled}}))
         """
     )
-    assert out == {"answers": [200, 0], "loaded": []}
+    # (the regular expressions only a time parse or a sessions token needs: compiled then)
+    assert out == {"answers": [200, 0], "loaded": [], "compiled": [0, 0, 1]}
 
 
 def test_the_first_session_item_loads_the_sessions_model_and_gets_its_session() -> None:

@@ -39,6 +39,7 @@ pass the year 9999, and a parsed time with an offset that leaves the range is a 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -75,12 +76,21 @@ _SECONDS, _MICROSECONDS = Precision.SECONDS, Precision.MICROSECONDS
 _FORMAT_US = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 _FORMAT_S = "%04d-%02d-%02dT%02d:%02d:%02dZ"
 
-# RFC 3339 section 5.6 date-time: full-date "T" full-time, with a mandatory offset.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})",
-    re.ASCII,
-)
-_NAIVE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?", re.ASCII)
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """RFC 3339 section 5.6 date-time (full-date "T" full-time, with a mandatory offset), and
+    the same without the offset (to name that mistake).  Compiled on the first parse, not at
+    import: most programs (``serve`` among them) start without parsing a time."""
+    return (
+        re.compile(
+            r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})",
+            re.ASCII,
+        ),
+        re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?", re.ASCII),
+    )
+
+
 _ACCEPTED = "an RFC 3339 timestamp with an offset, e.g. 2026-07-01T08:15:06.120394Z"
 
 
@@ -207,8 +217,9 @@ def parse_time(text: object, *, key: str = "timestamp") -> _dt.datetime:
             expected=_ACCEPTED,
             got=text,
         )
-    if _RFC3339.fullmatch(text) is None:
-        if _NAIVE.fullmatch(text) is not None:
+    rfc3339, naive = _patterns()
+    if rfc3339.fullmatch(text) is None:
+        if naive.fullmatch(text) is not None:
             problem = f"{key} has no UTC offset: {excerpt(text)}"
         else:
             problem = f"{key} is not an RFC 3339 timestamp: {excerpt(text)}"

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -66,8 +67,16 @@ if TYPE_CHECKING:
 __all__ = ["SessionHub"]
 
 _PING_SECONDS = 10.0  # a quiet stream sends a ping this often, so proxies keep it open
-_ITEM_PATH = re.compile(r"/v1/environments/([^/]+)/work/([^/]+)(?:/[^/]*)?", re.ASCII)
-_SESSION_PATH = re.compile(r"/v1/sessions/([^/]+)(?:/.*)?", re.ASCII)
+
+
+@functools.cache
+def _token_paths() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The paths a sessions token may call: its item's, and its session's.  Compiled when a
+    token is first presented, not at import (start-up time most servers never need)."""
+    return (
+        re.compile(r"/v1/environments/([^/]+)/work/([^/]+)(?:/[^/]*)?", re.ASCII),
+        re.compile(r"/v1/sessions/([^/]+)(?:/.*)?", re.ASCII),
+    )
 
 
 @attrs.frozen
@@ -186,10 +195,11 @@ class SessionHub:
             grant = self._grants.get(token.strip())
         if grant is None:
             return False
-        item = _ITEM_PATH.fullmatch(path)
+        item_path, session_path = _token_paths()
+        item = item_path.fullmatch(path)
         if item is not None:
             return item.groups() == (grant.environment_id, grant.work_id)
-        session = _SESSION_PATH.fullmatch(path)
+        session = session_path.fullmatch(path)
         return session is not None and session.group(1) == grant.session_id
 
     # -------------------------------------------------------------- routes
