@@ -43,7 +43,8 @@ def test_import_workstate_loads_neither_the_checkers_nor_the_optional_dependenci
     out = run(
         f"""
         import workstate
-        print(json.dumps({{"loaded": loaded({CHECKERS + OPTIONAL + ["argparse"]!r})}}))
+        deferred = {CHECKERS + OPTIONAL + ["argparse", "workstate._environment_state"]!r}
+        print(json.dumps({{"loaded": loaded(deferred)}}))
         """
     )
     assert out == {"loaded": []}
@@ -190,6 +191,7 @@ def test_the_fault_rules_load_with_the_first_rule_and_draw_as_if_built_at_start(
 # What the server defers, and what its first work-API answers (a read, a creation of a
 # non-session item) must not need.
 SERVER_DEFERRED = [
+    "workstate._environment_state",
     "workstate.server._faults",
     "workstate.server._journal_entry",
     "workstate.server._sessions",
@@ -278,4 +280,35 @@ def test_the_journal_entry_class_loads_when_the_journal_is_first_read() -> None:
         "after": ["workstate.server._journal_entry"],
         "same": True,
         "missing": "module 'workstate.server._journal' has no attribute 'NoSuchName'",
+    }
+
+
+def test_the_store_records_load_when_an_environment_is_stored_or_restored() -> None:
+    out = run(
+        f"""
+        import datetime as dt
+        from workstate import Environment
+        from workstate import _environment
+        env = Environment("env_a", track_changes=True)
+        env.create(dt.datetime(2026, 7, 1, tzinfo=dt.UTC))
+        before = loaded({SERVER_DEFERRED!r})
+        changes = env.take_changes()
+        copy = Environment.restore("env_a", now=dt.datetime(2026, 7, 1, tzinfo=dt.UTC),
+                                   state=env.state(), items=env.item_states())
+        try:
+            _environment.NoSuchName
+        except AttributeError as exc:
+            missing = str(exc)
+        print(json.dumps({{"before": before, "after": loaded({SERVER_DEFERRED!r}),
+                          "items": [len(changes.items), len(copy)],
+                          "same": _environment.ItemState is type(changes.items[0]),
+                          "missing": missing}}))
+        """
+    )
+    assert out == {
+        "before": [],
+        "after": ["workstate._environment_state"],
+        "items": [1, 1],
+        "same": True,
+        "missing": "module 'workstate._environment' has no attribute 'NoSuchName'",
     }

@@ -133,7 +133,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -146,6 +146,9 @@ from workstate._text import excerpt
 from workstate._time import UTC, ensure_utc, format_time, saturating_add
 from workstate._work import Work
 
+if TYPE_CHECKING:
+    from workstate._environment_state import EnvironmentChanges, EnvironmentState, ItemState
+
 __all__ = [
     "Environment",
     "EnvironmentChanges",
@@ -154,6 +157,17 @@ __all__ = [
     "QueueStats",
     "WorkPage",
 ]
+
+_STORE_RECORDS = frozenset(__all__[1:4])  # defined in _environment_state (see there)
+
+
+def __getattr__(name: str) -> object:
+    if name in _STORE_RECORDS:
+        from workstate import _environment_state
+
+        return getattr(_environment_state, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _QUEUED, _STOPPED = State.QUEUED, State.STOPPED
 _ONE_MICROSECOND = _dt.timedelta(microseconds=1)
@@ -212,51 +226,6 @@ class WorkPage:
     def to_json(self) -> dict[str, Any]:
         """The API shape: ``{"data": [work...], "next_page": ...}`` (secrets are never written)."""
         return {"data": [w.to_json() for w in self.data], "next_page": self.next_page}
-
-
-@attrs.frozen(kw_only=True)
-class ItemState:
-    """One item as a store keeps it: its record and the environment's bookkeeping for it."""
-
-    work: Work
-    """The item's record, private lease fields included."""
-    seq: int
-    """The creation sequence number: the item's place in listings and in the queue."""
-    window_until: _dt.datetime | None = None
-    """While a delivery of the item awaits its ack (delivered, not acked): when the profile's
-    default redelivery window ends for it; None otherwise.  A poll with another window still
-    decides by the delivery time (see *Redelivery*)."""
-
-
-@attrs.frozen(kw_only=True)
-class EnvironmentState:
-    """The environment's own bookkeeping, apart from its items."""
-
-    id_counter: int
-    """How many generated ids were used: the next generated id is the one at this count."""
-    next_seq: int
-    """The sequence number of the next item created (items may have been dropped since)."""
-    named_poll_seen: bool = False
-    """Whether a poll ever named a worker (``workers_polling`` is null until one does)."""
-    pollers: Mapping[str, _dt.datetime] = attrs.field(factory=dict)
-    """Each worker that polled recently, and the time of its latest poll."""
-
-
-@attrs.frozen(kw_only=True)
-class EnvironmentChanges:
-    """What calls changed since the last :meth:`Environment.take_changes`."""
-
-    state: EnvironmentState | None
-    """The environment's bookkeeping, if it changed; None if it did not."""
-    items: tuple[ItemState, ...]
-    """The items created or changed (their latest state only)."""
-    dropped: tuple[str, ...]
-    """The ids of the stopped items dropped by the retention bound, and the ids an item gave
-    up for a fresh one (``fresh_id_on_redelivery``)."""
-
-    def __bool__(self) -> bool:
-        """Whether anything changed."""
-        return self.state is not None or bool(self.items) or bool(self.dropped)
 
 
 class _Tracker:
@@ -790,6 +759,8 @@ class Environment:
         Needs ``track_changes=True``.  Items appear once, in their latest state, however many
         calls changed them; an item created and dropped in between does not appear.
         """
+        from workstate._environment_state import EnvironmentChanges, ItemState
+
         track = self._track
         if track is None:
             raise InvalidInputError(
@@ -811,6 +782,8 @@ class Environment:
 
     def state(self) -> EnvironmentState:
         """The environment's own bookkeeping, as :meth:`restore` takes it."""
+        from workstate._environment_state import EnvironmentState
+
         return EnvironmentState(
             id_counter=self._id_counter,
             next_seq=self._next_seq,
@@ -820,6 +793,8 @@ class Environment:
 
     def item_states(self) -> tuple[ItemState, ...]:
         """Every item with its bookkeeping, by creation, as :meth:`restore` takes them."""
+        from workstate._environment_state import ItemState
+
         return tuple(
             ItemState(work=slot.work, seq=slot.seq, window_until=self._window_until(slot))
             for slot in map(self._by_seq.__getitem__, self._present.iter_from(0))
@@ -894,6 +869,8 @@ class Environment:
         return env
 
     def _check_state(self, state: object, now: _dt.datetime) -> None:
+        from workstate._environment_state import EnvironmentState
+
         def bad(key: str, expected: str, got: object) -> InvalidInputError:
             return InvalidInputError(
                 f"cannot restore environment {self.environment_id}: state.{key} must be "
@@ -933,6 +910,7 @@ class Environment:
     ) -> builtins.list[ItemState]:
         # Imported here: only a restore checks invariants, and the checker's module (and its
         # attrs record) is start-up time that neither import workstate nor serve needs.
+        from workstate._environment_state import ItemState
         from workstate._invariants import invariant_violations
 
         records: builtins.list[ItemState] = []

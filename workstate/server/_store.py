@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from workstate._environment import Environment, EnvironmentChanges, EnvironmentState, ItemState
+from workstate._environment import Environment
 from workstate._errors import InvalidInputError, WorkstateError
 from workstate._profile import Profile
 from workstate._records import WorkData
@@ -87,6 +87,10 @@ from workstate._work import Work, WorkBody
 
 if TYPE_CHECKING:
     import sqlite3
+
+    # Only a state file builds these records (see workstate._environment_state): imported
+    # where one is made, so that a server in memory starts without their classes.
+    from workstate._environment_state import EnvironmentChanges, EnvironmentState, ItemState
 
 __all__ = [
     "APPLICATION_ID",
@@ -198,6 +202,8 @@ def _stamp(record: Mapping[str, Any], key: str, nullable: bool = True) -> _dt.da
 
 def item_from_json(record: object, environment_id: str, profile: Profile) -> ItemState:
     """The item that :func:`item_to_json` wrote (checked field by field; 400 naming the key)."""
+    from workstate._environment_state import ItemState
+
     if not isinstance(record, Mapping):
         raise InvalidInputError(
             f"an item record must be an object, got {type(record).__name__}",
@@ -261,6 +267,8 @@ def _state_to_json(state: EnvironmentState) -> dict[str, Any]:
 
 
 def _state_from_json(record: object) -> EnvironmentState:
+    from workstate._environment_state import EnvironmentState
+
     if not isinstance(record, Mapping):
         raise InvalidInputError(
             "an environment record must be an object", key="state", expected="a JSON object"
