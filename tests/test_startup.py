@@ -7,6 +7,7 @@ reads its ``sys.modules``; nothing here is timed (``benchmarks/startup.py`` meas
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -195,6 +196,7 @@ SERVER_DEFERRED = [
     "workstate.server._faults",
     "workstate.server._journal_entry",
     "workstate.server._sessions",
+    "workstate.server._sqlite",
 ]
 
 
@@ -312,3 +314,22 @@ def test_the_store_records_load_when_an_environment_is_stored_or_restored() -> N
         "same": True,
         "missing": "module 'workstate._environment' has no attribute 'NoSuchName'",
     }
+
+
+def test_a_state_file_loads_the_sqlite_half_and_keeps_the_state(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "state.db"
+    code = f"""
+        from workstate.server import MockServer
+        server = MockServer(state={str(path)!r})
+        ids = [w.id for w in server.environment("env_a").list(server.now()).data]
+        if not ids:
+            server.create_work("env_a")
+        server.close()
+        print(json.dumps({{"ids": len(ids), "loaded": loaded({SERVER_DEFERRED!r})}}))
+        """
+    first, second = run(code), run(code)
+    assert first["ids"] == 0
+    assert second["ids"] == 1  # restored from the file
+    assert first["loaded"] == second["loaded"]
+    assert "workstate.server._sqlite" in second["loaded"]
+    assert "workstate._environment_state" in second["loaded"]

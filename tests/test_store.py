@@ -40,18 +40,15 @@ from workstate import (
 from workstate._environment import Environment, EnvironmentChanges, ItemState
 from workstate._profile import ANTHROPIC
 from workstate.server import MockServer, _cli, serve_in_thread
-from workstate.server._store import (
+from workstate.server._sqlite import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     Batch,
-    CommittingLock,
-    MemoryStore,
     SqliteStore,
-    StateFileError,
-    StateKeeper,
     item_from_json,
     item_to_json,
 )
+from workstate.server._store import CommittingLock, MemoryStore, StateFileError, StateKeeper
 
 T0 = dt.datetime(2026, 7, 1, 8, 15, tzinfo=dt.UTC)
 ENV = "env_durable"

@@ -103,10 +103,11 @@ from workstate.server._limits import (
 from workstate.server._query import int_query
 from workstate.server._render import JSONResponse, render_json
 from workstate.server._session_api import SessionHub
-from workstate.server._store import CommittingLock, MemoryStore, Saved, SqliteStore, StateKeeper
+from workstate.server._store import CommittingLock, MemoryStore, StateKeeper, Store
 
-if TYPE_CHECKING:  # (the sessions model loads with the first session: see _session_api)
+if TYPE_CHECKING:  # (loaded on first use: see _session_api and _store)
     from workstate.server._sessions import Session
+    from workstate.server._sqlite import Saved
 
 __all__ = ["MockServer", "serve_in_thread"]
 
@@ -238,7 +239,12 @@ class MockServer:
         self._environments: dict[str, Environment] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._last_now: _dt.datetime | None = None
-        store = MemoryStore() if state is None else SqliteStore(state, synchronous=state_sync)
+        if state is None:
+            store: Store = MemoryStore()
+        else:
+            from workstate.server._sqlite import SqliteStore  # (only with a file: see _store)
+
+            store = SqliteStore(state, synchronous=state_sync)
         self._keeper = StateKeeper(store, clock=lambda: self._last_now)
         self.lock: CommittingLock = self._keeper.lock
         """Held around every touch of an environment or a session; re-entrant, so a test may
