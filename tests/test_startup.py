@@ -1,6 +1,8 @@
-"""What ``import workstate`` loads: the model, not the checkers or the optional dependencies.
+"""What ``import workstate`` loads: the model, not the checkers or the optional dependencies;
+and what a server loads only on first use (fault rules, sessions, journal entries, the state
+file).
 
-Each test runs a fresh interpreter (the test process has imported everything long ago) and
+Each test but the last runs a fresh interpreter (the test process has imported everything long ago) and
 reads its ``sys.modules``; nothing here is timed (``benchmarks/startup.py`` measures).
 """
 
@@ -11,6 +13,11 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+from workstate import NotFoundError
+from workstate.server import MockServer
 
 # Loaded on first use only (see "Start-up" in docs/performance.md).
 CHECKERS = [
@@ -169,8 +176,6 @@ def test_the_fault_rules_load_with_the_first_rule_and_draw_as_if_built_at_start(
                           "draws": draws}))
         """
     )
-    from workstate.server import MockServer
-
     eager = MockServer(seed=5)
     assert eager.harness.faults.rules() == []  # built at once: the draws must be the same
     eager.harness.add_fault(
@@ -333,3 +338,15 @@ def test_a_state_file_loads_the_sqlite_half_and_keeps_the_state(tmp_path: pathli
     assert first["loaded"] == second["loaded"]
     assert "workstate.server._sqlite" in second["loaded"]
     assert "workstate._environment_state" in second["loaded"]
+
+
+def test_a_harness_without_rules_answers_as_an_empty_rule_set() -> None:
+    """In process (the fresh-interpreter test above cannot count for coverage)."""
+    harness = MockServer().harness
+    assert harness.fault_rules() == []
+    assert harness.clear_faults() == 0
+    assert harness.health()["faults"] == 0
+    with pytest.raises(NotFoundError, match="no fault rule 'flt_1'"):
+        harness.remove_fault("flt_1")
+    harness.reset()
+    assert harness._fault_set is None  # none of these built the set
