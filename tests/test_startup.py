@@ -2,8 +2,8 @@
 and what a server loads only on first use (fault rules, sessions, journal entries, the state
 file).
 
-Each test but the last runs a fresh interpreter (the test process has imported everything long ago) and
-reads its ``sys.modules``; nothing here is timed (``benchmarks/startup.py`` measures).
+Each test but the last runs a fresh interpreter (the test process has imported everything
+long ago) and reads its ``sys.modules``; nothing here is timed (``benchmarks/startup.py`` measures).
 """
 
 from __future__ import annotations
