@@ -103,10 +103,10 @@ from workstate.server._limits import (
 from workstate.server._query import int_query
 from workstate.server._render import JSONResponse, render_json
 from workstate.server._session_api import SessionHub
+from workstate.server._sessions import Session
 from workstate.server._store import CommittingLock, MemoryStore, StateKeeper, Store
 
-if TYPE_CHECKING:  # (loaded on first use: see _session_api and _store)
-    from workstate.server._sessions import Session
+if TYPE_CHECKING:  # (loaded with a state file: see _store)
     from workstate.server._sqlite import Saved
 
 __all__ = ["MockServer", "serve_in_thread"]

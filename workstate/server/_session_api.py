@@ -54,15 +54,17 @@ from workstate._errors import IllegalMoveError, InvalidInputError, NotFoundError
 from workstate._work import Work
 from workstate.server._query import int_query
 from workstate.server._render import JSONResponse
+from workstate.server._sessions import (
+    Session,
+    SessionStatus,
+    Step,
+    parse_session_spec,
+    session_from_record,
+    session_to_record,
+)
 
-# The sessions model (``_sessions``) is imported where a session is first made or read, not
-# here: a server starts, and answers the work API, without it (it was ~3 ms of serve's cold
-# start).  The first creation of a session item loads it.
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
-    from workstate.server._sessions import Session, SessionStatus, Step
-
-    _Parsed = tuple[SessionStatus, tuple[Step, ...]]
 
 __all__ = ["SessionHub"]
 
@@ -77,6 +79,9 @@ def _token_paths() -> tuple[re.Pattern[str], re.Pattern[str]]:
         re.compile(r"/v1/environments/([^/]+)/work/([^/]+)(?:/[^/]*)?", re.ASCII),
         re.compile(r"/v1/sessions/([^/]+)(?:/.*)?", re.ASCII),
     )
+
+
+_Parsed = tuple[SessionStatus, tuple[Step, ...]]
 
 
 @attrs.frozen
@@ -124,8 +129,6 @@ class SessionHub:
                 "to serve the existing session again",
                 error_type=self._server.profile.conflict_error_type,
             )
-        from workstate.server._sessions import parse_session_spec
-
         return parse_session_spec(spec)
 
     def add(self, work: Work, parsed: _Parsed | None) -> None:
@@ -136,8 +139,6 @@ class SessionHub:
         data = work.body.data
         if data.type != "session" or (parsed is None and data.id in self._sessions):
             return
-        from workstate.server._sessions import Session
-
         env, now = work.body.environment_id, work.body.created_at
         if parsed is None:
             session = Session.create(data.id, env, now)
@@ -148,15 +149,10 @@ class SessionHub:
     def restore(self) -> None:
         """Take the sessions and sessions tokens the server's state file holds (start-up)."""
         keeper = self._server._keeper
-        if keeper.records("session"):  # (a state file with sessions: only then the model)
-            from workstate.server._sessions import session_from_record
-
-            self._sessions.update(keeper.records("session", session_from_record))
+        self._sessions.update(keeper.records("session", session_from_record))
         self._grants.update(keeper.records("session_token", lambda g: _Grant(*map(str, g))))
 
     def _keep(self, session: Session) -> None:
-        from workstate.server._sessions import session_to_record
-
         # Under the server's lock: the state file commits it with the call, before its answer.
         self._sessions[session.id] = session
         self._server._keeper.put("session", session.id, session_to_record(session))
@@ -246,8 +242,6 @@ class SessionHub:
     async def _stream(self, request: Request) -> Response:
         if request.method == "HEAD":  # opening a stream attaches the worker: no read
             raise HTTPException(405, headers={"Allow": "GET"})
-        from workstate.server._sessions import SessionStatus
-
         session_id = request.path_params["session_id"]
         with self._server.lock:
             session = self.session(session_id)
@@ -266,8 +260,6 @@ class SessionHub:
         )
 
     async def _frames(self, session_id: str, cursor: int) -> AsyncIterator[str]:
-        from workstate.server._sessions import SessionStatus
-
         loop = asyncio.get_running_loop()
         while True:
             waiter: asyncio.Future[None] | None = None
