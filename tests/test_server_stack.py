@@ -152,6 +152,38 @@ def test_serve_hands_uvicorn_the_stack_and_the_access_log(
     assert _render.orjson_in_use() is orjson
 
 
+def test_serve_freezes_what_start_up_built_and_collects_fully_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While uvicorn runs, start-up's objects are out of the collector's walks and a full
+    collection waits for 100 middle-generation ones; afterwards both are as they were, also
+    when the server stops with an error."""
+    import gc
+
+    before, frozen_before = gc.get_threshold(), gc.get_freeze_count()
+    seen: dict[str, Any] = {}
+
+    def run(self: uvicorn.Server, sockets: Any = None) -> None:
+        seen.update(threshold=gc.get_threshold(), frozen=gc.get_freeze_count())
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    with socket.socket() as sock:
+        _cli.serve(MockServer(), sock, "warning")
+    assert seen["threshold"] == (before[0], before[1], _cli.FULL_COLLECTION_EVERY)
+    assert seen["frozen"] > frozen_before
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == frozen_before
+
+    def fail(self: uvicorn.Server, sockets: Any = None) -> None:
+        raise OSError("the socket went away")
+
+    monkeypatch.setattr(uvicorn.Server, "run", fail)
+    with socket.socket() as sock, pytest.raises(OSError, match="went away"):
+        _cli.serve(MockServer(), sock, "warning")
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == frozen_before
+
+
 def test_a_client_watch_outside_uvicorn_asks_the_receive_channel() -> None:
     """In process (no uvicorn request cycle behind receive) the watch asks Starlette."""
     import asyncio

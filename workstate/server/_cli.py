@@ -11,12 +11,14 @@ or SIGTERM and shuts down gracefully.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 import uvicorn
@@ -166,6 +168,35 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise _Stopped
 
 
+FULL_COLLECTION_EVERY = 100
+"""``serve``'s third garbage-collector threshold (Python's default is 10); see
+:func:`_quiet_collector`."""
+
+
+@contextlib.contextmanager
+def _quiet_collector() -> Iterator[None]:
+    """Full garbage collections, rarely, and never over what start-up built.
+
+    A full collection walks every object the process holds, and runs on the event loop in the
+    middle of some request: with 25,000 items and a full journal it stalled every request for
+    80-100 ms, and while a mass expiry makes new records quickly it ran about once a second
+    (``benchmarks/server.py``'s mass expiry: heartbeat p99 8-17x its quiet value, 1.5-2x with
+    this).  So the objects start-up built (a restored state file's items) are frozen out of
+    the collector's walks, and a full collection is considered after 100 collections of the
+    middle generation instead of 10.  The server makes few reference cycles (its records are
+    freed by reference counting), so little garbage waits longer.  Put back on exit, for a
+    caller (a test) that goes on in the same process.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(thresholds[0], thresholds[1], FULL_COLLECTION_EVERY)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def serve(
     server: MockServer,
     sock: socket.socket,
@@ -194,7 +225,8 @@ def serve(
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        with _quiet_collector():
+            uvicorn.Server(config).run(sockets=[sock])
     except (KeyboardInterrupt, _Stopped):
         pass
     finally:
