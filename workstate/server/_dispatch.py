@@ -5,7 +5,7 @@ Theory of operation
 The mock server's own work per request is small, so the web framework's share of a request
 matters: Starlette's router tries one compiled pattern per route until one matches, wraps the
 endpoint in an exception middleware and a request/response adapter, builds a ``Request`` and a
-``Response`` object, and passes each message through three layers of ``send`` closures.  For
+``Response`` object, and passes each message through layers of ``send`` closures.  For
 the calls a worker makes all day (poll, ack, heartbeat, get, stop, update, list, stats, and
 the mock's create) that machinery cost about as much as the core call itself
 (``benchmarks/server.py`` measures the whole server against a bare Starlette app with the same
@@ -21,11 +21,12 @@ messages: ``http.response.start`` with ``content-length`` and ``content-type`` a
 None for a 204 without a body; a :class:`~workstate.WorkstateError` it raises is answered in
 the API's envelope with the request's id, exactly as the Starlette exception handler does.
 
-Everything else goes to the Starlette app behind it, which keeps every route (the same
-handlers, adapted by :func:`endpoint`): ``HEAD`` on a read, a wrong method (405 with
-``Allow``), a trailing slash (404), the mock's controls, the sessions and the harness.  So the
-two paths cannot disagree on what a route means: the table here holds only exact
-(method, path shape) pairs whose Starlette route would call the same handler.
+Everything else goes to Starlette's router behind it (with its exception middleware, which
+renders the envelopes), and the router keeps every route, the direct calls' too, with the same
+handlers adapted by :func:`endpoint`: ``HEAD`` on a read, a wrong method (405 with ``Allow``), a
+trailing slash (404), the mock's controls, the sessions and the harness.  The table here holds
+only exact (method, path shape) pairs whose route would call the same handler, so both paths
+give the same answer (``tests/test_dispatch.py`` sends every call both ways and compares).
 
 A query string is parsed only when one is present, and only once.  Headers are read by a
 linear scan of the raw list (a request carries a handful).

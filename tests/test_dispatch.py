@@ -1,0 +1,170 @@
+"""The work API's direct dispatch answers every call exactly as Starlette's router would.
+
+Each case runs on two servers built alike (same seed, same manual clock, same items): one
+request through the whole app (which dispatches the call directly), the same request through
+the same app with the dispatch bypassed (its fallback router answers).  Status, headers and
+body must be equal, and so must the servers' state afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from helpers import T0, full_state
+
+from workstate import ManualClock, WorkData
+from workstate.server import MockServer
+from workstate.server._dispatch import Call, Dispatch, endpoint
+
+ENV = "env_dispatch"
+W = f"/v1/environments/{ENV}/work"
+
+
+def build() -> MockServer:
+    """A server with a queued, a delivered, an active and a stopped item."""
+    server = MockServer(clock=ManualClock(T0), seed=7)
+    for name in ("work_q", "work_d", "work_a", "work_s"):
+        server.create_work(ENV, work_id=name, data=WorkData(id=f"sesn_{name}"))
+    env = server.environment(ENV)
+    with server.lock:
+        now = server.now()
+        env.poll(now)  # work_q is the oldest: delivered... then acked below
+        env.ack("work_q", now)
+        env.poll(now)  # work_d: delivered, not acked
+        env.poll(now)
+        env.ack("work_a", now)
+        env.heartbeat("work_a", now)
+        env.poll(now)
+        env.ack("work_s", now)
+        env.stop("work_s", now, force=True)
+    return server
+
+
+def without_dispatch(server: MockServer) -> Any:
+    """The server's app with its Dispatch replaced by the router the dispatch falls back to."""
+    limits = server.app.app
+    dispatch = limits.app  # type: ignore[attr-defined]
+    assert isinstance(dispatch, Dispatch)
+    limits.app = dispatch.fallback  # type: ignore[attr-defined]
+    return server.app
+
+
+async def call(app: Any, method: str, path: str, query: bytes, body: bytes) -> dict[str, Any]:
+    headers = [(b"host", b"mock"), (b"anthropic-worker-id", b"w1")]
+    if body:
+        headers += [(b"content-type", b"application/json")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("mock", 80),
+        "state": {},
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    raw = b"".join(m.get("body", b"") for m in sent[1:])
+    return {
+        "status": start["status"],
+        "headers": sorted((bytes(k), bytes(v)) for k, v in start["headers"]),
+        "body": json.loads(raw) if raw else None,
+    }
+
+
+CASES = [
+    ("GET", f"{W}/poll", b"", b""),
+    ("GET", f"{W}/poll", b"reclaim_older_than_ms=0", b""),
+    ("GET", f"{W}/poll", b"block_ms=abc", b""),
+    ("GET", f"{W}/stats", b"", b""),
+    ("GET", W, b"", b""),
+    ("GET", W, b"limit=2", b""),
+    ("GET", W, b"limit=0", b""),
+    ("GET", W, b"page=bogus", b""),
+    ("GET", f"{W}/work_a", b"", b""),
+    ("GET", f"{W}/work_nope", b"", b""),
+    ("POST", f"{W}/work_a", b"", b'{"metadata": {"k": "v"}}'),
+    ("POST", f"{W}/work_a", b"", b'{"metadata": {"k": 1}}'),
+    ("POST", f"{W}/work_a", b"", b'{"other": 1}'),
+    ("POST", f"{W}/work_a", b"", b"not json"),
+    ("POST", f"{W}/work_d/ack", b"", b""),
+    ("POST", f"{W}/work_s/ack", b"", b""),
+    ("POST", f"{W}/work_a/heartbeat", b"", b""),
+    ("POST", f"{W}/work_a/heartbeat", b"desired_ttl_seconds=30", b""),
+    ("POST", f"{W}/work_a/heartbeat", b"desired_ttl_seconds=x", b""),
+    ("POST", f"{W}/work_a/heartbeat", b"expected_last_heartbeat=2020-01-01T00:00:00Z", b""),
+    ("POST", f"{W}/work_d/heartbeat", b"", b""),
+    ("POST", f"{W}/work_a/stop", b"", b""),
+    ("POST", f"{W}/work_a/stop", b"", b'{"force": true}'),
+    ("POST", f"{W}/work_a/stop", b"", b'{"force": "yes"}'),
+    ("POST", f"{W}/work_nope/stop", b"", b""),
+    ("POST", f"/mock/environments/{ENV}/work", b"", b""),
+    ("POST", f"/mock/environments/{ENV}/work", b"", b'{"work_id": "work_new"}'),
+    ("POST", f"/mock/environments/{ENV}/work", b"", b'{"work_id": "work_a"}'),
+    ("GET", "/v1/environments/nope/work/stats", b"", b""),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "query", "body"), CASES)
+def test_a_direct_call_answers_as_the_router_does(
+    method: str, path: str, query: bytes, body: bytes
+) -> None:
+    direct, routed = build(), build()
+    routed_app = without_dispatch(routed)
+    got = asyncio.run(call(direct.app, method, path, query, body))
+    want = asyncio.run(call(routed_app, method, path, query, body))
+    assert got == want
+    assert full_state(direct) == full_state(routed)
+
+
+def test_every_direct_operation_is_covered_by_a_case() -> None:
+    from workstate.server._journal import classify
+
+    server = build()
+    limits = server.app.app
+    dispatch = limits.app  # type: ignore[attr-defined]
+    assert isinstance(dispatch, Dispatch)
+    covered = {classify(method, path).operation for method, path, _, _ in CASES}
+    assert set(dispatch.handlers) <= covered
+
+
+def test_the_router_path_runs_a_handler_that_answers_no_content() -> None:
+    """endpoint() turns a handler's None (a 204 stop under the anthropic profile) into a 204
+    without a body, as the direct path does."""
+    from starlette.requests import Request
+
+    async def handler(call: Call) -> bytes | None:
+        assert (call.environment_id, call.work_id) == ("env_x", "work_y")
+        return None
+
+    request = Request(
+        {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [],
+            "path_params": {"environment_id": "env_x", "work_id": "work_y"},
+        }
+    )
+    response = asyncio.run(endpoint(handler)(request))
+    assert (response.status_code, response.body) == (204, b"")
+    assert endpoint(handler).__name__ == "handler"
