@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import re
 import socket
 import threading
@@ -735,6 +736,40 @@ async def _asgi(server: MockServer, scope: dict[str, Any], messages: list[Any]) 
     base = {"type": "http", "query_string": b"", "headers": [], "raw_path": b""}
     await server.app({**base, **scope}, receive, send)
     return sent
+
+
+@pytest.mark.parametrize("route", ["stop", "update", "create"])
+def test_a_client_that_leaves_mid_body_changes_nothing(
+    route: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The part that arrived (``{}``) is valid JSON; it must not be applied as the whole body.
+    The request ends as a client that left (uvicorn answers nobody): the app raises nothing
+    out, and the journal records no answer delivered."""
+    server = MockServer(clock=ManualClock(T0), seed=3)
+    work = server.create_work("env_left", work_id="work_l")
+    with server.lock:
+        env = server.environment("env_left")
+        env.poll(server.now())
+        env.ack("work_l", server.now())
+    before = full_state(server)
+    path = {
+        "stop": "/v1/environments/env_left/work/work_l/stop",
+        "update": "/v1/environments/env_left/work/work_l",
+        "create": "/mock/environments/env_left/work",
+    }[route]
+    messages: list[Any] = [
+        {"type": "http.request", "body": b"{}", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    scope = {"method": "POST", "path": path, "headers": [(b"transfer-encoding", b"chunked")]}
+    with caplog.at_level(logging.ERROR, logger="workstate.server"):
+        sent = asyncio.run(_asgi(server, scope, messages))
+    assert sent == []  # nobody to answer
+    assert caplog.records == []  # a client that leaves is no server error
+    assert full_state(server) == before
+    assert work.id == "work_l"
+    (entry,) = server.harness.entries(operation=route)
+    assert (entry["status"], entry["response"], entry["applied"]) == (None, None, False)
 
 
 def test_a_long_poll_whose_body_grows_too_large_is_413() -> None:

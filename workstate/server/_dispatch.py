@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import URL
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -108,16 +108,17 @@ class Call:
         )
 
     async def body(self) -> bytes:
-        """The whole request body."""
+        """The whole request body; :class:`~starlette.requests.ClientDisconnect` if the client
+        leaves before it ends (as Starlette's ``Request.body``): a part of a body must never
+        be applied as if it were all of it (``{}`` of a longer stop body is valid JSON)."""
         chunks = []
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
-                break  # the client left: what arrived is all there is
+                raise ClientDisconnect()
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+                return b"".join(chunks)
 
 
 def _server(scope: Scope) -> tuple[str, int] | None:

@@ -50,7 +50,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -447,6 +447,8 @@ class HarnessMiddleware:
                     await self.app(scope, ex.tee, ex.capture)
                 else:
                     await _envelope(_unauthorized(), request_id, scope, receive, ex.capture)
+            except ClientDisconnect:
+                pass  # the client left before its body ended: nobody to answer, nothing done
             except Exception:
                 _log.exception("unexpected error serving %s %s", ex.method, ex.path)
                 if ex.status is not None:
