@@ -168,3 +168,25 @@ def test_the_router_path_runs_a_handler_that_answers_no_content() -> None:
     response = asyncio.run(endpoint(handler)(request))
     assert (response.status_code, response.body) == (204, b"")
     assert endpoint(handler).__name__ == "handler"
+
+
+@pytest.mark.parametrize(
+    ("scope", "url"),
+    [
+        ({"headers": [(b"host", b"mock.test:8080")]}, "http://mock.test:8080"),
+        ({"headers": [], "server": ("10.0.0.2", 8765)}, "http://10.0.0.2:8765"),
+        ({"headers": [], "server": ("10.0.0.2", 80)}, "http://10.0.0.2"),
+        (
+            {"headers": [], "scheme": "https", "server": ("h", 443), "root_path": "/api"},
+            "https://h/api",
+        ),
+    ],
+)
+def test_a_calls_base_url_is_starlettes(scope: dict[str, Any], url: str) -> None:
+    """The base URL a poll puts in a minted secret, as Starlette's Request.base_url gives it
+    (without the trailing slash): from the Host header, else the server's address."""
+    from starlette.requests import Request
+
+    full = {"type": "http", "method": "GET", "path": "/", "query_string": b"", **scope}
+    assert Call(full, None, "env_x", None).base_url == url  # type: ignore[arg-type]
+    assert str(Request(full).base_url).rstrip("/") == url

@@ -173,7 +173,7 @@ class Dispatch:
         # HEAD and every other method go to the router (classify reads HEAD as GET).
         if scope["type"] == "http" and scope["method"] in ("GET", "POST"):
             facts = classify(scope["method"], scope["path"])
-            handler = self.handlers.get(facts.operation)  # type: ignore[arg-type]
+            handler = self.handlers.get(facts.operation or "")
             if handler is not None:
                 assert facts.environment_id is not None  # every work-API call names one
                 call = Call(scope, receive, facts.environment_id, facts.work_id)

@@ -250,10 +250,6 @@ class Harness:
         if call is not None:
             call.after = work
 
-    def new_request_id(self) -> str:
-        """A request id from the server's seeded generator."""
-        return self.server.new_request_id()
-
     # -------------------------------------------------------------- the endpoints
     def routes(self) -> list[Route]:
         """The ``/mock/`` control endpoints of the harness."""
