@@ -742,3 +742,44 @@ def test_a_bad_profile_or_seed_is_named_whole(
         got,
         message,
     )
+
+
+# =================================================================== survivors of the current code
+def test_the_store_records_are_still_exported_by_the_environment_module() -> None:
+    import workstate._environment as module
+    import workstate._environment_state as records
+
+    # Asked at run time: the module hands them out on demand (see workstate._environment_state).
+    from workstate._environment import EnvironmentChanges as changes
+    from workstate._environment import EnvironmentState as state
+    from workstate._environment import ItemState as item
+
+    assert (changes, state, item) == (
+        records.EnvironmentChanges,
+        records.EnvironmentState,
+        records.ItemState,
+    )
+    with pytest.raises(AttributeError) as info:
+        module.Nope  # noqa: B018
+    assert str(info.value) == "module 'workstate._environment' has no attribute 'Nope'"
+    assert not hasattr(module, "QueueStat")
+
+
+def test_repr_counts_before_any_call_and_with_a_delivery_pending() -> None:
+    env = Environment("env_1")
+    assert repr(env) == "<Environment env_1 profile=anthropic items=0 depth=0 pending=0>"
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.poll(T0)
+    assert repr(env) == "<Environment env_1 profile=anthropic items=1 depth=0 pending=1>"
+
+
+def test_a_lease_at_its_exact_deadline_is_not_due_yet() -> None:
+    env = Environment("env_1", profile=QODER)  # qoder: an ack starts a lease of 60 s
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.poll(T0)
+    deadline = env.ack("work_1", T0).lease_expires_at
+    assert deadline == at(60)
+    assert env.expiries_due(deadline) == 0
+    assert env.expiries_due(deadline + dt.timedelta(microseconds=1)) == 1
+    assert env.get("work_1", deadline).state is State.STARTING  # the latest time seen: the deadline
+    assert env.next_change_at() == deadline + dt.timedelta(microseconds=1)
