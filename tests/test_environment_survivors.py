@@ -783,3 +783,7 @@ def test_a_lease_at_its_exact_deadline_is_not_due_yet() -> None:
     assert env.expiries_due(deadline + dt.timedelta(microseconds=1)) == 1
     assert env.get("work_1", deadline).state is State.STARTING  # the latest time seen: the deadline
     assert env.next_change_at() == deadline + dt.timedelta(microseconds=1)
+    stats = env.stats(deadline)  # the lease still holds: nothing is back in the queue
+    assert (stats.depth, stats.pending, stats.oldest_queued_at) == (0, 0, None)
+    stats = env.stats(deadline + dt.timedelta(microseconds=1))
+    assert (stats.depth, stats.pending, stats.oldest_queued_at) == (1, 0, T0)
