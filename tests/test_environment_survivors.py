@@ -787,3 +787,17 @@ def test_a_lease_at_its_exact_deadline_is_not_due_yet() -> None:
     assert (stats.depth, stats.pending, stats.oldest_queued_at) == (0, 0, None)
     stats = env.stats(deadline + dt.timedelta(microseconds=1))
     assert (stats.depth, stats.pending, stats.oldest_queued_at) == (1, 0, T0)
+
+
+def test_a_poll_takes_the_lapsed_lease_not_one_at_its_exact_deadline() -> None:
+    env = Environment("env_1", profile=QODER)  # qoder: an ack starts a lease of 60 s
+    env.create(T0, session_id="sesn_0", work_id="work_0")
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    assert [env.poll(T0).id, env.poll(T0).id] == ["work_0", "work_1"]  # type: ignore[union-attr]
+    assert env.ack("work_1", T0).lease_expires_at == at(60)
+    assert env.ack("work_0", at(10)).lease_expires_at == at(70)
+    assert env.poll(at(60)) is None  # work_1's lease holds at its deadline
+    got = env.poll(at(70))  # work_1's lapsed; work_0's, older by creation, holds until 70 s
+    assert got is not None
+    assert (got.id, got.state) == ("work_1", State.QUEUED)
+    assert env.get("work_0", at(70)).state is State.STARTING
