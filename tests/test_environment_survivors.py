@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 
-from workstate import ANTHROPIC, QODER, InvalidInputError, State
+from workstate import ANTHROPIC, QODER, IllegalMoveError, InvalidInputError, State
 from workstate._environment import Environment, EnvironmentChanges, EnvironmentState, ItemState
 
 T0 = dt.datetime(2026, 7, 1, 8, 0, tzinfo=dt.UTC)
@@ -801,3 +801,21 @@ def test_a_poll_takes_the_lapsed_lease_not_one_at_its_exact_deadline() -> None:
     assert got is not None
     assert (got.id, got.state) == ("work_1", State.QUEUED)
     assert env.get("work_0", at(70)).state is State.STARTING
+
+
+def test_an_id_factory_repeating_an_id_is_a_409_naming_it() -> None:
+    env = Environment("env_1", id_factory=lambda prefix: prefix + "same")
+    env.create(T0, session_id="sesn_1")
+    with pytest.raises(IllegalMoveError) as info:
+        env.create(at(1), session_id="sesn_2")
+    err = info.value
+    assert (err.status, err.error_type, err.work_id) == (409, "conflict_error", "work_same")
+    assert str(err) == "work item 'work_same' already exists in environment env_1"
+    assert [work.id for work in env.list(at(1)).data] == ["work_same"]
+
+
+def test_a_worker_that_polled_exactly_30_s_ago_still_counts_as_polling() -> None:
+    env = Environment("env_1")
+    env.poll(T0, worker_id="A")  # a name that sorts before most strings
+    assert env.stats(at(30)).workers_polling == 1
+    assert env.stats(at(30) + dt.timedelta(microseconds=1)).workers_polling == 0
