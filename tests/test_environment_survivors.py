@@ -819,3 +819,14 @@ def test_a_worker_that_polled_exactly_30_s_ago_still_counts_as_polling() -> None
     env.poll(T0, worker_id="A")  # a name that sorts before most strings
     assert env.stats(at(30)).workers_polling == 1
     assert env.stats(at(30) + dt.timedelta(microseconds=1)).workers_polling == 0
+
+
+def test_a_create_after_take_changes_is_a_change_of_the_environment_state() -> None:
+    env = Environment("env_1", track_changes=True)
+    env.take_changes()  # the new environment itself
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    changes = env.take_changes()
+    assert changes.state == EnvironmentState(id_counter=0, next_seq=1)
+    assert [item.work.id for item in changes.items] == ["work_1"]
+    env.create(at(1), session_id="sesn_2")  # a generated id moves the counter
+    assert env.take_changes().state == EnvironmentState(id_counter=1, next_seq=2)
