@@ -830,3 +830,23 @@ def test_a_create_after_take_changes_is_a_change_of_the_environment_state() -> N
     assert [item.work.id for item in changes.items] == ["work_1"]
     env.create(at(1), session_id="sesn_2")  # a generated id moves the counter
     assert env.take_changes().state == EnvironmentState(id_counter=1, next_seq=2)
+
+
+def test_a_time_gone_back_is_rejected_whole() -> None:
+    env = Environment("env_1")
+    env.stats(at(10))
+    with pytest.raises(InvalidInputError) as info:
+        env.stats(T0)
+    err = info.value
+    assert (err.status, err.error_type, err.key, err.got) == (
+        400,
+        "invalid_request_error",
+        "now",
+        T0,
+    )
+    assert err.expected == "a time at or after 2026-07-01T08:00:10.000000Z"
+    assert str(err) == (
+        "now (2026-07-01T08:00:00.000000Z) is earlier than the latest time this environment "
+        "has seen (2026-07-01T08:00:10.000000Z); time never goes back"
+    )
+    assert env.latest_now == at(10)
