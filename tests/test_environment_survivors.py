@@ -791,13 +791,16 @@ def test_a_lease_at_its_exact_deadline_is_not_due_yet() -> None:
 
 def test_a_poll_takes_the_lapsed_lease_not_one_at_its_exact_deadline() -> None:
     env = Environment("env_1", profile=QODER)  # qoder: an ack starts a lease of 60 s
-    env.create(T0, session_id="sesn_0", work_id="work_0")
-    env.create(T0, session_id="sesn_1", work_id="work_1")
-    assert [env.poll(T0).id, env.poll(T0).id] == ["work_0", "work_1"]  # type: ignore[union-attr]
-    assert env.ack("work_1", T0).lease_expires_at == at(60)
+    for i in range(6):
+        env.create(T0, session_id=f"sesn_{i}", work_id=f"work_{i}")
+    assert [env.poll(T0).id for _ in range(6)] == [f"work_{i}" for i in range(6)]  # type: ignore[union-attr]
+    for i in range(1, 6):
+        assert env.ack(f"work_{i}", T0).lease_expires_at == at(60)
     assert env.ack("work_0", at(10)).lease_expires_at == at(70)
-    assert env.poll(at(60)) is None  # work_1's lease holds at its deadline
-    got = env.poll(at(70))  # work_1's lapsed; work_0's, older by creation, holds until 70 s
+    assert env.poll(at(60)) is None  # the leases hold at their deadline
+    # At 70 s five leases have lapsed, more than one call's slice applies before the poll looks;
+    # work_0's, older by creation, holds until its deadline has passed.
+    got = env.poll(at(70))
     assert got is not None
     assert (got.id, got.state) == ("work_1", State.QUEUED)
     assert env.get("work_0", at(70)).state is State.STARTING
