@@ -101,7 +101,7 @@ from workstate.server._limits import (
     uvicorn_options,
 )
 from workstate.server._query import int_query
-from workstate.server._render import JSONResponse, render_json
+from workstate.server._render import JSONResponse, render_json, scope_request_id
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
 from workstate.server._store import CommittingLock, MemoryStore, StateKeeper, Store
@@ -158,11 +158,6 @@ async def _json_body(call: Call | Request, allowed: tuple[str, ...]) -> dict[str
                 got=key,
             )
     return value
-
-
-def _request_id(request: Request) -> str | None:
-    state = request.scope.get("state")
-    return state.get("request_id") if isinstance(state, Mapping) else None
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -708,7 +703,9 @@ def _work_id(call: Call) -> str:
 # ------------------------------------------------------------------------------ rendering
 async def _render_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WorkstateError)
-    return JSONResponse(exc.to_json(request_id=_request_id(request)), status_code=exc.status)
+    return JSONResponse(
+        exc.to_json(request_id=scope_request_id(request.scope)), status_code=exc.status
+    )
 
 
 async def _render_http_exception(request: Request, exc: Exception) -> Response:
@@ -733,7 +730,7 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
     else:  # pragma: no cover - the router raises nothing else
         error = WorkstateError(exc.detail, status=exc.status_code)
     return JSONResponse(
-        error.to_json(request_id=_request_id(request)),
+        error.to_json(request_id=scope_request_id(request.scope)),
         status_code=error.status,
         headers=exc.headers,
     )

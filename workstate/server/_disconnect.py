@@ -21,6 +21,7 @@ ordinary lost answer, and the item comes back after the poll's redelivery window
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope
@@ -31,11 +32,17 @@ CYCLE_KEY = "workstate.cycle"
 """The scope key under which :func:`note_cycle` keeps uvicorn's request cycle."""
 
 
-def note_cycle(scope: Scope, receive: Receive) -> None:
-    """Keep in ``scope`` the server's request cycle behind ``receive``, if it says whether its
-    client disconnected (uvicorn's does: ``receive`` is its bound method)."""
+def _cycle(receive: Receive) -> Any:
+    """The server's request cycle behind ``receive`` if it says whether its client
+    disconnected (uvicorn's does: ``receive`` is its bound method), else None."""
     cycle = getattr(receive, "__self__", None)
-    if isinstance(getattr(cycle, "disconnected", None), bool):
+    return cycle if isinstance(getattr(cycle, "disconnected", None), bool) else None
+
+
+def note_cycle(scope: Scope, receive: Receive) -> None:
+    """Keep in ``scope`` the server's request cycle behind ``receive``, if there is one."""
+    cycle = _cycle(receive)
+    if cycle is not None:
         scope[CYCLE_KEY] = cycle
 
 
@@ -56,12 +63,9 @@ class ClientWatch:
                 raise error
             return True
         # Under uvicorn the request cycle knows; asking it is free (see the module).
-        cycle = self._scope.get(CYCLE_KEY)
-        if cycle is None:
-            cycle = getattr(self._receive, "__self__", None)  # no middleware in between
-        known = getattr(cycle, "disconnected", None)
-        if isinstance(known, bool):
-            return known
+        cycle = self._scope.get(CYCLE_KEY) or _cycle(self._receive)  # (no middleware between)
+        if cycle is not None:
+            return bool(cycle.disconnected)
         return await Request(self._scope, self._receive).is_disconnected()
 
     async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:

@@ -48,7 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from workstate._errors import WorkstateError
 from workstate.server._harness import Harness, HarnessMiddleware
 from workstate.server._journal import classify
-from workstate.server._render import render_json
+from workstate.server._render import render_json, scope_request_id
 
 __all__ = ["Application", "Call", "Dispatch", "Handler", "endpoint"]
 
@@ -146,11 +146,6 @@ Handler = Callable[[Call], Awaitable[bytes | None]]
 """A work-API handler: the JSON bytes of its 200 answer, or None for a 204 without a body."""
 
 
-def _request_id(scope: Scope) -> str | None:
-    state = scope.get("state")
-    return state.get("request_id") if isinstance(state, Mapping) else None
-
-
 async def _answer(send: Send, status: int, body: bytes | None) -> None:
     if body is None:
         await send({"type": "http.response.start", "status": status, "headers": []})
@@ -180,7 +175,7 @@ class Dispatch:
                 try:
                     body = await handler(call)
                 except WorkstateError as exc:
-                    error = render_json(exc.to_json(request_id=_request_id(scope)))
+                    error = render_json(exc.to_json(request_id=scope_request_id(scope)))
                     await _answer(send, exc.status, error)
                     return
                 await _answer(send, 204 if body is None else 200, body)

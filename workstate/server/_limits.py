@@ -54,7 +54,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from workstate._errors import InvalidInputError, WorkstateError
 from workstate._records import is_int
 from workstate._text import excerpt
-from workstate.server._render import JSONResponse, render_json
+from workstate.server._render import JSONResponse, render_json, scope_request_id
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -198,10 +198,8 @@ class RequestLimits:
         elif declared is not None and declared > limit:
             error = _too_large(limit, f"{declared} bytes (content-length)")
         if error is not None:
-            state = scope.get("state")
-            request_id = state.get("request_id") if isinstance(state, dict) else None
             response = JSONResponse(
-                error.to_json(request_id=request_id),
+                error.to_json(request_id=scope_request_id(scope)),
                 status_code=error.status,
                 headers={"connection": "close"},
             )

@@ -19,12 +19,12 @@ switches it off (``serve --stack plain``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
-__all__ = ["JSONResponse", "orjson_in_use", "render_json", "use_orjson"]
+__all__ = ["JSONResponse", "orjson_in_use", "render_json", "scope_request_id", "use_orjson"]
 
 _orjson_dumps: Callable[[Any], bytes] | None = None
 
@@ -60,6 +60,12 @@ def render_json(content: Any) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def scope_request_id(scope: Mapping[str, Any]) -> str | None:
+    """The request id the harness noted in the scope's ``state``, for an error envelope."""
+    state = scope.get("state")
+    return state.get("request_id") if isinstance(state, Mapping) else None
 
 
 class JSONResponse(_StarletteJSONResponse):
