@@ -817,3 +817,23 @@ def test_a_read_that_no_order_of_the_changes_explains_is_still_illegal() -> None
     report = check_history(history(*calls))
     assert report.verdict == "illegal"
     assert report.illegal_calls == (0, len(calls) - 1)  # the create, and the read
+
+
+def test_an_unexplained_answer_names_the_field_it_differs_in() -> None:
+    """A journal of `serve --default-ttl 4` checked without the flag: the heartbeat differs
+    from the model's only in ttl_seconds, which the explanation must show on both sides."""
+    beat = {
+        "type": "work_heartbeat",
+        "last_heartbeat": T.format(2),
+        "lease_extended": True,
+        "state": "active",
+        "ttl_seconds": 4,
+    }
+    report = check_history(
+        history(created(), call(1, "ack", 1, 1.5, ACKED), call(2, "heartbeat", 2, 3, beat))
+    )
+    assert report.verdict == "illegal"
+    explanation = report.problems[0].explanation
+    assert "the model answers {state: active" in explanation
+    assert "ttl_seconds: 120}, the server answered 200 {" in explanation
+    assert explanation.endswith("ttl_seconds: 4}")

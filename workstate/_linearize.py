@@ -1171,13 +1171,19 @@ class _Checker:
             if isinstance(error, _NotDeliverable):
                 return error.message
             return f"the model answers {_describe_error(error)}, the server answered {observed}"
-        return f"the model answers {_short(answer)}, the server answered {observed}"
+        # The fields the two answers disagree on are shown too, whichever they are (a TTL
+        # the checker was not told about differs only in ttl_seconds).
+        differ = _differing(answer, sub.body) if sub.outcome != "fail" else ()
+        return (
+            f"the model answers {_short(answer, differ)}, the server answered "
+            f"{self.observed(sub, differ)}"
+        )
 
-    def observed(self, sub: _Sub) -> str:
+    def observed(self, sub: _Sub, differ: tuple[str, ...] = ()) -> str:
         call = sub.call
         if sub.outcome == "fail":
             return f"{call.status} {call.error_type}"
-        return f"200 {_short(sub.body)}"
+        return f"200 {_short(sub.body, differ)}"
 
     def summary(self, state: _S) -> str:
         w = state.work
@@ -1236,12 +1242,23 @@ class _Checker:
         )
 
 
-def _short(value: object) -> str:
+_SHORT_KEYS = ("state", "acknowledged_at", "last_heartbeat", "lease_extended", "stopped_at")
+
+
+def _short(value: object, differ: tuple[str, ...] = ()) -> str:
+    """An answer in brief: its main fields when set, and every field named in ``differ``."""
     if isinstance(value, Mapping):
-        keys = ("state", "acknowledged_at", "last_heartbeat", "lease_extended", "stopped_at")
-        shown = {k: value[k] for k in keys if k in value and value[k] is not None}
+        shown = {k: value[k] for k in _SHORT_KEYS if k in value and value[k] is not None}
+        shown.update({k: value.get(k) for k in differ if k not in shown})
         return "{" + ", ".join(f"{k}: {v}" for k, v in shown.items()) + "}"
     return "null" if value is None else repr(value)
+
+
+def _differing(a: object, b: object) -> tuple[str, ...]:
+    """The keys on which two answers (JSON objects) disagree, in sorted order."""
+    if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+        return ()
+    return tuple(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
 def check_history(
