@@ -241,8 +241,12 @@ def test_a_terminated_session_and_a_healthcheck_are_stopped_without_running_anyt
     assert [c["path"].rsplit("/", 1)[-1] for c in recorder.of(sid)] == [sid]  # one retrieve
     assert [c["path"].rsplit("/", 1)[-1] for c in recorder.of(check.id)] == ["ack", "stop"]
     for work in (ended, check):
-        stop = recorder.of(work.id)[-1]
-        assert (json.loads(stop["body"]), stop["status"]) == ({"force": True}, 204)
+        stops = [c for c in recorder.of(work.id) if c["path"].endswith("/stop")]
+        assert (json.loads(stops[0]["body"]), stops[0]["status"]) == ({"force": True}, 204)
+        # The SDK's poller may also stop the item it handed out, gracefully (no body), if it
+        # resumes before the test cancels the worker: on a stopped item that is 409 under the
+        # anthropic profile, which the poller ignores.
+        assert [(c["body"], c["status"]) for c in stops[1:]] in ([], [(b"", 409)])
     assert list(tmp_path.iterdir()) == []
 
 
