@@ -750,3 +750,47 @@ def test_an_unshown_item_outside_a_request_is_ignored() -> None:
     work = server.create_work(ENV)
     server.harness.note_unshown_item(work)  # a test thread, not a request: nothing to note
     assert server.harness.entries() == []
+
+
+def test_the_journal_notes_an_item_whose_lapsed_lease_no_slice_has_applied_yet_as_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Lapsed leases are applied a slice per request; one beyond the slices is still stored as
+    # live when its request arrives, and the journal's note of the item before the call (the
+    # ground of ``move``) must show it as every answer does: expired, back in the queue.
+    from workstate.server import _app
+
+    monkeypatch.setattr(_app, "EXPIRY_SLICE", 1)
+    server = MockServer(
+        seed=1, clock=ManualClock(T0), profile_overrides={"default_ttl_seconds": 10}
+    )
+    env = server.environment(ENV)
+    ids = []
+    for _ in range(4):
+        server.create_work(ENV)
+        work = env.poll(server.now())
+        assert work is not None
+        env.ack(work.id, server.now())
+        env.heartbeat(work.id, server.now())  # (the anthropic profile's ack starts no lease)
+        ids.append(work.id)
+    server.advance(60)  # four leases lapse; the move applies one of them
+    with served_http(server) as http:
+        stop = http.post(f"/v1/environments/{ENV}/work/{ids[3]}/stop", json={})
+    assert stop.status_code == 204, stop.text
+    (entry,) = server.harness.entries(operation="stop")
+    assert entry["applied"]
+    assert entry["move"] == {"from": "queued", "to": entry["item"]["state"]}
+
+
+def test_the_journal_keeps_a_one_chunk_body_without_copying_and_caps_a_long_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workstate.server import _harness
+
+    chunk = b'{"a": 1}'
+    assert _harness._kept(b"", chunk) is chunk
+    assert _harness._kept(chunk, b"!") == b'{"a": 1}!'
+    monkeypatch.setattr(_harness, "_BODY_CAP", 5)
+    assert _harness._kept(b"", chunk) == b'{"a":'
+    assert _harness._kept(b"{", chunk) == b'{{"a"'
+    assert _harness._kept(bytearray(b"{"), memoryview(chunk)) == b'{{"a"'  # type: ignore[arg-type]

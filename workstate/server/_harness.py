@@ -239,9 +239,10 @@ class Harness:
         self._core_seq += 1
         call.core_seq = self._core_seq
         call.now = now
-        work_id = call.work_id
-        if work_id is not None and work_id in env:
-            call.before = env.get(work_id, now)
+        work_id = call.facts.work_id
+        if work_id is not None:
+            # (``now`` has been begun: the server applied a slice of expiries at it just now)
+            call.before = env._peek(work_id, now)
 
     def note_unshown_item(self, work: Work) -> None:
         """Called by the server when it answers a call on ``work`` with no body (a 204 stop):
@@ -505,6 +506,17 @@ async def _envelope(
     await response(scope, receive, send)
 
 
+def _kept(kept: bytes | bytearray, chunk: bytes) -> bytes | bytearray:
+    """``kept`` and then ``chunk``, up to the journal's cap (the chunk itself if it is the first
+    and fits: bytes are immutable, so keeping it copies nothing)."""
+    room = _BODY_CAP - len(kept)
+    if not kept and type(chunk) is bytes and len(chunk) <= room:
+        return chunk
+    grown = kept if isinstance(kept, bytearray) else bytearray(kept)
+    grown.extend(chunk[:room])
+    return grown
+
+
 class _Exchange:
     """One request as the harness sees it: what arrived, what the server noted while the
     core served it, and what was answered; :meth:`build` makes its journal entry.
@@ -569,8 +581,9 @@ class _Exchange:
         self.keep = path not in _UNKEPT_ANSWERS
         self._receive: Receive | None = receive
         self._send: Send | None = send
-        self.body = bytearray()
-        self.answer = bytearray()
+        # A body of one chunk (the usual case) is kept as the chunk itself, without a copy.
+        self.body: bytes | bytearray = b""
+        self.answer: bytes | bytearray = b""
         self.request_done = False
         self.status: int | None = None
         self.sent = False
@@ -593,10 +606,9 @@ class _Exchange:
         assert receive is not None, "the request is over"
         message = await receive()
         if message["type"] == "http.request":
-            body = self.body
             chunk = message.get("body", b"")
-            if chunk and len(body) < _BODY_CAP and not self.recorded:
-                body.extend(chunk[: _BODY_CAP - len(body)])
+            if chunk and len(self.body) < _BODY_CAP and not self.recorded:
+                self.body = _kept(self.body, chunk)
             self.request_done = not message.get("more_body", False)
         return message
 
@@ -613,9 +625,9 @@ class _Exchange:
             if status in (204, 304):  # no body follows: the headers are the whole answer
                 self.finish(not self.withhold)
         elif kind == "http.response.body":
-            answer = self.answer
-            if self.keep and len(answer) < _BODY_CAP and not self.recorded:
-                answer.extend(message.get("body", b"")[: _BODY_CAP - len(answer)])
+            chunk = message.get("body", b"")
+            if chunk and self.keep and len(self.answer) < _BODY_CAP and not self.recorded:
+                self.answer = _kept(self.answer, chunk)
             if not message.get("more_body", False):
                 self.finish(not self.withhold)
         if not self.withhold:
