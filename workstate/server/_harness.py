@@ -241,7 +241,8 @@ class Harness:
         call.now = now
         work_id = call.facts.work_id
         if work_id is not None:
-            # (``now`` has been begun: the server applied a slice of expiries at it just now)
+            # (``now`` is begun: the server applied a slice of expiries at it just now, or the
+            # environment is a new, empty one that no peek finds anything in)
             call.before = env._peek(work_id, now)
 
     def note_unshown_item(self, work: Work) -> None:
