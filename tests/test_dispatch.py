@@ -1,9 +1,11 @@
 """The work API's direct dispatch answers every call exactly as Starlette's router would.
 
-Each case runs on two servers built alike (same seed, same manual clock, same items): one
-request through the whole app (which dispatches the call directly), the same request through
-the same app with the dispatch bypassed (its fallback router answers).  Status, headers and
-body must be equal, and so must the servers' state afterwards.
+Each case runs on three servers built alike (same seed, same manual clock, same items): one
+request through the whole app (which answers a bodiless call in the harness's middleware and
+dispatches the rest directly), the same request with the middleware's answer switched off
+(through the body limits and the :class:`Dispatch`), and with the dispatch bypassed too (its
+fallback router answers).  Status, headers and body must be equal, and so must the servers'
+state and journal entries afterwards.
 """
 
 from __future__ import annotations
@@ -43,8 +45,16 @@ def build() -> MockServer:
     return server
 
 
+def through_layers(server: MockServer) -> Any:
+    """The server's app with the middleware's own answer switched off: every call goes through
+    the body limits and the Dispatch."""
+    server.app._handlers = {}
+    return server.app
+
+
 def without_dispatch(server: MockServer) -> Any:
     """The server's app with its Dispatch replaced by the router the dispatch falls back to."""
+    through_layers(server)
     limits = server.app.app
     dispatch = limits.app  # type: ignore[attr-defined]
     assert isinstance(dispatch, Dispatch)
@@ -52,11 +62,27 @@ def without_dispatch(server: MockServer) -> Any:
     return server.app
 
 
-async def call(app: Any, method: str, path: str, query: bytes, body: bytes) -> dict[str, Any]:
-    headers = [(b"host", b"mock"), (b"anthropic-worker-id", b"w1")]
+def journal(server: MockServer) -> list[dict[str, Any]]:
+    """The journal's entries without their monotonic times (which differ from run to run)."""
+    entries = server.harness.entries()
+    for entry in entries:
+        del entry["started_mono"], entry["finished_mono"]
+    return entries
+
+
+async def call(
+    app: Any,
+    method: str,
+    path: str,
+    query: bytes,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> dict[str, Any]:
+    headers = [(b"host", b"mock"), (b"anthropic-worker-id", b"w1"), *(extra or [])]
     if body:
         headers += [(b"content-type", b"application/json")]
-    headers.append((b"content-length", str(len(body)).encode()))
+    if (b"transfer-encoding", b"chunked") not in headers:
+        headers.append((b"content-length", str(len(body)).encode()))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -128,12 +154,63 @@ CASES = [
 def test_a_direct_call_answers_as_the_router_does(
     method: str, path: str, query: bytes, body: bytes
 ) -> None:
-    direct, routed = build(), build()
-    routed_app = without_dispatch(routed)
+    direct, layered, routed = build(), build(), build()
     got = asyncio.run(call(direct.app, method, path, query, body))
-    want = asyncio.run(call(routed_app, method, path, query, body))
-    assert got == want
-    assert full_state(direct) == full_state(routed)
+    layers = asyncio.run(call(through_layers(layered), method, path, query, body))
+    want = asyncio.run(call(without_dispatch(routed), method, path, query, body))
+    assert got == layers == want
+    assert full_state(direct) == full_state(layered) == full_state(routed)
+    assert journal(direct) == journal(layered) == journal(routed)
+    assert len(journal(direct)) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "extra", "answered_here"),
+    [
+        ("POST", f"{W}/work_a/heartbeat", b"", [], True),
+        ("GET", f"{W}/work_a", b"", [], True),
+        ("GET", f"{W}/poll", b"", [], True),
+        ("POST", f"{W}/work_a/stop", b"", [], True),
+        # a body: the limits bound it, the journal's tee keeps it
+        ("POST", f"{W}/work_a/stop", b"{}", [], False),
+        ("POST", f"{W}/work_a/heartbeat", b"", [(b"transfer-encoding", b"chunked")], False),
+        ("POST", f"{W}/work_a/heartbeat", b"", [(b"x-big", b"x" * 17_000)], False),  # 431
+        ("HEAD", f"{W}/work_a", b"", [], False),  # the router's
+        ("GET", "/mock/clock", b"", [], False),  # not a direct call
+    ],
+)
+def test_the_middleware_answers_a_bodiless_direct_call_itself(
+    method: str, path: str, body: bytes, extra: list[tuple[bytes, bytes]], answered_here: bool
+) -> None:
+    """Only a direct call with nothing for the limits to bound skips the inner layers: with
+    those layers failing, it is answered still, and anything else meets the failure."""
+    server = build()
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("the inner layers were called")
+
+    server.app.app = failing
+    got = asyncio.run(call(server.app, method, path, b"", body, extra))
+    if answered_here:
+        assert got["status"] in (200, 204)
+    else:
+        assert got["status"] == 500
+        assert got["body"]["error"]["message"].startswith("the mock server failed unexpectedly")
+
+
+def test_a_withheld_answer_goes_through_the_capture() -> None:
+    """A fault rule that drops the connection after the call (its answer withheld) needs the
+    journal's capture, so even a bodiless direct call takes the inner layers then."""
+    from workstate.server._harness import ConnectionDropped
+
+    server = build()
+    server.harness.add_fault({"match": {"operation": "heartbeat"}, "effect": {"drop": "after"}})
+    with pytest.raises(ConnectionDropped):
+        asyncio.run(call(server.app, "POST", f"{W}/work_a/heartbeat", b"", b""))
+    [entry] = server.harness.entries()
+    assert entry["status"] is None
+    assert entry["withheld"]["status"] == 200
+    assert entry["applied"] is True
 
 
 def test_every_direct_operation_is_covered_by_a_case() -> None:

@@ -461,3 +461,24 @@ def test_waking_a_waiter_twice_is_harmless() -> None:
         assert waiter.done()
 
     asyncio.run(twice())
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:8000", 'http://odd"host\\:1', "http://h\u00e9te:80/r\u00f6\u00f6t"],
+)
+def test_a_minted_secret_is_the_json_the_sdk_reads(base_url: str) -> None:
+    """The secret is base64url of exactly ``json.dumps({"sessions_token": ..., "api_base_url":
+    ...})``, padding stripped, whatever the base URL holds (it comes from the Host header)."""
+    server = MockServer(clock=ManualClock(dt.datetime(2026, 7, 1, tzinfo=dt.UTC)), seed=3)
+    work = server.create_work("env_secret")
+    with server.lock:
+        env = server.environment("env_secret")
+        delivered = env.poll(server.now())
+        assert delivered is not None
+        assert delivered.id == work.id
+        secret = server.sessions.delivery_json(delivered, base_url)["secret"]
+    raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4)).decode()
+    token = json.loads(raw)["sessions_token"]
+    assert raw == json.dumps({"sessions_token": token, "api_base_url": base_url})
+    assert "=" not in secret

@@ -68,7 +68,7 @@ class HeartbeatResult:
             "type": "work_heartbeat",
             "last_heartbeat": self.last_heartbeat,
             "lease_extended": self.lease_extended,
-            "state": self.state.value,
+            "state": self.state._value_,  # (the value without the enum property's call)
             "ttl_seconds": self.ttl_seconds,
         }
 

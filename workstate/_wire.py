@@ -93,7 +93,7 @@ def work_to_json(work: Any, *, include_secret: bool = False) -> dict[str, Any]:
         "type": "work",
         "environment_id": body.environment_id,
         "data": {"type": body.data.type, "id": body.data.id},
-        "state": work.state.value,
+        "state": work.state._value_,  # (the value without the enum property's call)
         "created_at": format_time(body.created_at, lc),
         "acknowledged_at": _fmt(work.acknowledged_at, lc),
         "started_at": _fmt(work.started_at, lc),

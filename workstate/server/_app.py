@@ -523,7 +523,13 @@ class MockServer:
             "create": self._mock_create,
         }
         app: ASGIApp = Dispatch(direct, fallback)
-        return Application(RequestLimits(app, self.limits), self.harness, routes)
+        return Application(
+            RequestLimits(app, self.limits),
+            self.harness,
+            routes,
+            handlers=direct,
+            limits=self.limits,
+        )
 
     async def _poll(self, call: Call) -> bytes:
         if call.method == "HEAD":  # Starlette adds HEAD to GET routes; a poll is no read
@@ -546,19 +552,29 @@ class MockServer:
         watch: ClientWatch,
     ) -> bytes:
         environment_id = call.environment_id
-        loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             if await watch.gone():  # right before delivering: a poll nobody awaits takes nothing
                 return _NULL
             with self.lock:
-                # A poll that names its worker is recorded for the stats: it is a write.
-                with self._writing(environment_id, create=worker_id is not None) as (env, now):
+                # A poll that names its worker is recorded for the stats: it is a write, and
+                # the first write to an environment creates it (undone if the poll is refused).
+                if worker_id is not None and environment_id not in self._environments:
+                    with self._writing(environment_id, create=True) as (env, now):
+                        work = env.poll(
+                            now,
+                            worker_id=worker_id,
+                            reclaim_older_than_ms=reclaim,
+                            block_ms=block_ms,
+                        )
+                else:  # (a write to a kept environment, or a read: nothing to undo)
+                    env, now = self._touch(environment_id, create=worker_id is not None)
                     work = env.poll(
                         now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
                     )
                 if work is not None:
                     return render_json(self.sessions.delivery_json(work, call.base_url))
+                loop = asyncio.get_running_loop()
                 if deadline is None:
                     deadline = loop.time() + (block_ms or 0) / 1000
                 wait = deadline - loop.time()

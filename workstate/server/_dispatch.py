@@ -46,13 +46,15 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workstate._errors import WorkstateError
-from workstate.server._harness import Harness, HarnessMiddleware
+from workstate.server._harness import Exchange, Harness, HarnessMiddleware
 from workstate.server._journal import classify
+from workstate.server._limits import Limits, within_limits
 from workstate.server._render import render_json, scope_request_id
 
 __all__ = ["Application", "Call", "Dispatch", "Handler", "endpoint"]
 
 _JSON = (b"content-type", b"application/json")
+_DIRECT_METHODS = frozenset({"GET", "POST"})
 
 
 class Call:
@@ -146,6 +148,16 @@ Handler = Callable[[Call], Awaitable[bytes | None]]
 """A work-API handler: the JSON bytes of its 200 answer, or None for a 204 without a body."""
 
 
+async def _run(handler: Handler, call: Call) -> tuple[int, bytes | None]:
+    """The status and JSON body (None: none) of ``handler``'s answer to ``call``: a
+    :class:`~workstate.WorkstateError` it raises as the API's envelope with the request's id."""
+    try:
+        body = await handler(call)
+    except WorkstateError as exc:
+        return exc.status, render_json(exc.to_json(request_id=scope_request_id(call.scope)))
+    return (204 if body is None else 200), body
+
+
 async def _answer(send: Send, status: int, body: bytes | None) -> None:
     if body is None:
         await send({"type": "http.response.start", "status": status, "headers": []})
@@ -166,19 +178,13 @@ class Dispatch:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # HEAD and every other method go to the router (classify reads HEAD as GET).
-        if scope["type"] == "http" and scope["method"] in ("GET", "POST"):
+        if scope["type"] == "http" and scope["method"] in _DIRECT_METHODS:
             facts = classify(scope["method"], scope["path"])
             handler = self.handlers.get(facts.operation or "")
             if handler is not None:
                 assert facts.environment_id is not None  # every work-API call names one
                 call = Call(scope, receive, facts.environment_id, facts.work_id)
-                try:
-                    body = await handler(call)
-                except WorkstateError as exc:
-                    error = render_json(exc.to_json(request_id=scope_request_id(scope)))
-                    await _answer(send, exc.status, error)
-                    return
-                await _answer(send, 204 if body is None else 200, body)
+                await _answer(send, *await _run(handler, call))
                 return
         # Starlette's routes answer a wrong method with an exception (rendered in the envelope)
         # only under an app; bare, they write plain text.
@@ -202,9 +208,43 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 class Application(HarnessMiddleware):
     """The mock server's ASGI app: the harness's middleware, outermost, around ``app`` (the
-    body limits and a :class:`Dispatch`), with the Starlette ``routes`` it serves listed."""
+    body limits and a :class:`Dispatch` of ``handlers``), with the Starlette ``routes`` it
+    serves listed.
 
-    def __init__(self, app: ASGIApp, harness: Harness, routes: Iterable[BaseRoute]) -> None:
+    A call of ``handlers`` that has nothing for the limits to bound (no body, a head within
+    ``limits``) and whose answer no fault rule withholds is answered here, by the same
+    handler, without the layers in between: no body to tee, no answer to capture, no second
+    classification (the harness classified it).  Anything else goes through ``app``, which
+    answers the same (``tests/test_dispatch.py``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        harness: Harness,
+        routes: Iterable[BaseRoute],
+        *,
+        handlers: Mapping[str, Handler],
+        limits: Limits,
+    ) -> None:
         super().__init__(app, harness)
         self.routes: list[BaseRoute] = list(routes)
         """Every route, as Starlette's ``Route`` objects (the direct calls included)."""
+        self._handlers = dict(handlers)
+        self._limits = limits
+
+    async def serve(self, ex: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a direct call here, anything else through the app (see the class)."""
+        facts = ex.facts
+        handler = self._handlers.get(facts.operation or "")
+        if (
+            handler is None
+            or ex.withhold
+            or scope["method"] not in _DIRECT_METHODS  # (classify reads HEAD as GET)
+            or not within_limits(scope, self._limits)
+        ):
+            await super().serve(ex, scope, receive, send)
+            return
+        assert facts.environment_id is not None  # every work-API call names one
+        call = Call(scope, receive, facts.environment_id, facts.work_id)
+        await ex.respond(send, *await _run(handler, call))

@@ -22,7 +22,7 @@ classifies requests and builds journal entries); this module is the ASGI glue ar
    request, the answer it captured on the way out, and what the call did
    (:func:`~workstate.server._journal.outcome`).
 
-One :class:`_Exchange` object per request holds all of it (its methods are the app's
+One :class:`Exchange` object per request holds all of it (its methods are the app's
 ``receive`` and ``send``) and is the journal's pending entry, built into a
 :class:`~workstate.server._journal.JournalEntry` only if someone reads it.
 
@@ -71,10 +71,11 @@ if TYPE_CHECKING:
     from workstate.server._journal import PendingEntry
     from workstate.server._journal_entry import JournalEntry
 
-__all__ = ["ConnectionDropped", "Harness", "HarnessMiddleware"]
+__all__ = ["ConnectionDropped", "Exchange", "Harness", "HarnessMiddleware"]
 
 _log = logging.getLogger("workstate.server")
 
+_JSON = (b"content-type", b"application/json")
 _BODY_CAP = 1 << 20  # the journal keeps at most this much of a request or response body
 # The journal's own listings are not kept as answers: each would hold the journal again.
 _UNKEPT_ANSWERS = frozenset({"/mock/journal"})
@@ -84,7 +85,7 @@ class ConnectionDropped(Exception):
     """Raised out of the app in process, where a fault rule drops the connection."""
 
 
-_CALL: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
+_CALL: contextvars.ContextVar[Exchange | None] = contextvars.ContextVar(
     "workstate_harness_call", default=None
 )
 
@@ -415,7 +416,7 @@ class HarnessMiddleware:
             scope["state"] = state = {}
         state["request_id"] = request_id
         note_cycle(scope, receive)  # for a long poll's disconnect check, behind our wrappers
-        ex = _Exchange(harness, scope, receive, send, request_id, _transport(receive) is not None)
+        ex = Exchange(harness, scope, receive, send, request_id, _transport(receive) is not None)
         rule = ex.rule
         try:
             if rule is not None:
@@ -442,7 +443,7 @@ class HarnessMiddleware:
                 if key is None or allowed(
                     scope["headers"], key, ex.path, harness.server.sessions.token_allows
                 ):
-                    await self.app(scope, ex.tee, ex.capture)
+                    await self.serve(ex, scope, receive, send)
                 else:
                     await _envelope(_unauthorized(), request_id, scope, receive, ex.capture)
             except ClientDisconnect:
@@ -464,6 +465,11 @@ class HarnessMiddleware:
         finally:
             ex.finish(ex.sent)  # an app that failed half way: what was sent, if anything
             ex.close()
+
+    async def serve(self, ex: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve an admitted request through the app, the journal's tee and capture around
+        its channels (a subclass may answer some requests itself, filling ``ex`` directly)."""
+        await self.app(scope, ex.tee, ex.capture)
 
     async def _refuse(
         self, rule: FaultRule, request_id: str, scope: Scope, receive: Receive, send: Send
@@ -518,7 +524,7 @@ def _kept(kept: bytes | bytearray, chunk: bytes) -> bytes | bytearray:
     return grown
 
 
-class _Exchange:
+class Exchange:
     """One request as the harness sees it: what arrived, what the server noted while the
     core served it, and what was answered; :meth:`build` makes its journal entry.
 
@@ -636,6 +642,25 @@ class _Exchange:
             send = self._send
             assert send is not None, "the request is over"
             await send(message)
+
+    async def respond(self, send: Send, status: int, body: bytes | None) -> None:
+        """Answer ``status`` with the JSON ``body`` (None: no body) on the server's own
+        ``send``, as :meth:`capture` would record it: for a request that is neither tee'd nor
+        captured (see :class:`~workstate.server._dispatch.Application`; never one whose
+        answer a fault rule withholds)."""
+        self.status = status
+        self.sent = True
+        request_id = (b"request-id", self.request_id.encode("latin-1"))
+        if body is None:
+            await send({"type": "http.response.start", "status": status, "headers": [request_id]})
+            self.finish(True)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        self.answer = _kept(b"", body)
+        headers = [(b"content-length", b"%d" % len(body)), _JSON, request_id]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        self.finish(True)
+        await send({"type": "http.response.body", "body": body})
 
     def finish(self, delivered: bool) -> None:
         """Record the request in the journal (once), as delivered or not.

@@ -67,6 +67,7 @@ __all__ = [
     "envelope_bytes",
     "protocol_class",
     "uvicorn_options",
+    "within_limits",
 ]
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -162,6 +163,25 @@ def _measure(scope: Scope) -> tuple[int | None, bool, int]:
     return declared, chunked, size
 
 
+def _unbounded(
+    declared: int | None, chunked: bool, head: int, scope: Scope, limits: Limits
+) -> bool:
+    # HTTP/1 without a length or chunking has no body.  (Other ASGI servers, HTTP/2 ones say,
+    # may stream a body with neither header.)
+    return (
+        not chunked
+        and not declared
+        and head <= limits.max_header_bytes
+        and scope.get("http_version") in ("1.0", "1.1")
+    )
+
+
+def within_limits(scope: Scope, limits: Limits) -> bool:
+    """Whether :class:`RequestLimits` has nothing to bound in this request: it has no body
+    and its head is within :attr:`Limits.max_header_bytes`."""
+    return _unbounded(*_measure(scope), scope, limits)
+
+
 class RequestLimits:
     """ASGI middleware: refuse an over-long head (431) or body (413), or a stalled body (408)."""
 
@@ -176,15 +196,9 @@ class RequestLimits:
         limits = self.limits
         limit = limits.max_body_bytes
         declared, chunked, head = _measure(scope)
-        if (
-            not chunked
-            and not declared
-            and head <= limits.max_header_bytes
-            and scope.get("http_version") in ("1.0", "1.1")
-        ):
-            # HTTP/1 without a length or chunking has no body: nothing to bound, and the
-            # common case (every SDK call but a metadata update) pays for no wrapper.  (Other
-            # ASGI servers, HTTP/2 ones say, may stream a body with neither header.)
+        if _unbounded(declared, chunked, head, scope, limits):
+            # The common case (every SDK call but a stop or a metadata update) pays for no
+            # wrapper.
             await self.app(scope, receive, send)
             return
         timeout = limits.read_timeout

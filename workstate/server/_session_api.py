@@ -93,6 +93,11 @@ class _Grant:
     session_id: str
 
 
+@functools.lru_cache(maxsize=64)
+def _quoted(text: str) -> str:
+    return json.dumps(text)
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -178,7 +183,9 @@ class SessionHub:
             # that only a state file keeps.
             record = (grant.environment_id, grant.work_id, grant.session_id)
             self._server._keeper.put("session_token", token, record)
-            payload = json.dumps({"sessions_token": token, "api_base_url": base_url})
+            # json.dumps({"sessions_token": token, "api_base_url": base_url}), with the URL
+            # quoted once per base URL (the token is hex: it needs no quoting).
+            payload = f'{{"sessions_token": "{token}", "api_base_url": {_quoted(base_url)}}}'
             body["secret"] = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         return body
 
