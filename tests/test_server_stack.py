@@ -152,27 +152,35 @@ def test_serve_hands_uvicorn_the_stack_and_the_access_log(
     assert _render.orjson_in_use() is orjson
 
 
-def test_serve_freezes_what_start_up_built_and_collects_fully_less_often(
+def test_serve_freezes_what_start_up_built_and_what_each_full_collection_leaves(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """While uvicorn runs, start-up's objects are out of the collector's walks and a full
-    collection waits for 100 middle-generation ones; afterwards both are as they were, also
-    when the server stops with an error."""
+    """While uvicorn runs, start-up's objects are out of the collector's walks, and so is what
+    survives a full collection; afterwards all is as it was, also when the server stops with
+    an error."""
     import gc
 
     before, frozen_before = gc.get_threshold(), gc.get_freeze_count()
+    callbacks_before = list(gc.callbacks)
     seen: dict[str, Any] = {}
 
     def run(self: uvicorn.Server, sockets: Any = None) -> None:
-        seen.update(threshold=gc.get_threshold(), frozen=gc.get_freeze_count())
+        seen.update(frozen=gc.get_freeze_count())
+        kept = [[i] for i in range(5000)]  # tracked objects that survive the collection
+        gc.collect(1)  # a middle-generation collection leaves them to be walked again
+        seen.update(after_young=gc.get_freeze_count())
+        gc.collect()
+        seen.update(after_full=gc.get_freeze_count(), kept=len(kept))
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
     with socket.socket() as sock:
         _cli.serve(MockServer(), sock, "warning")
-    assert seen["threshold"] == (before[0], before[1], _cli.FULL_COLLECTION_EVERY)
     assert seen["frozen"] > frozen_before
+    assert seen["after_young"] == seen["frozen"]
+    assert seen["after_full"] >= seen["frozen"] + 5000
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == frozen_before
+    assert gc.callbacks == callbacks_before
 
     def fail(self: uvicorn.Server, sockets: Any = None) -> None:
         raise OSError("the socket went away")
@@ -182,6 +190,48 @@ def test_serve_freezes_what_start_up_built_and_collects_fully_less_often(
         _cli.serve(MockServer(), sock, "warning")
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == frozen_before
+    assert gc.callbacks == callbacks_before
+
+
+def test_what_a_reset_drops_is_freed_without_the_collector() -> None:
+    """serve freezes what survives a full collection, which is then never collected as a
+    cycle: so the server's long-lived data (its environments, items and journal entries)
+    must be freed by reference counting alone when a reset drops it."""
+    import asyncio
+    import gc
+    import weakref
+
+    from helpers import asgi_client
+
+    server = MockServer(seed=1)
+
+    async def calls() -> str:
+        async with asgi_client(server) as http:
+            work = (await http.post("/mock/environments/env_gc/work")).json()
+            await http.get("/v1/environments/env_gc/work/poll")
+            await http.post(f"/v1/environments/env_gc/work/{work['id']}/ack")
+            await http.post(f"/v1/environments/env_gc/work/{work['id']}/heartbeat")
+            return str(work["id"])
+
+    gc.disable()
+    try:
+        work_id = asyncio.run(calls())
+        pending = server.harness.journal._entries[-1]  # the heartbeat's, not built yet
+        before = weakref.ref(pending.before)  # type: ignore[attr-defined]
+        del pending
+        # Reading the journal builds its entries and drops the requests' exchanges.
+        assert [e["status"] for e in server.harness.entries()] == [200, 200, 200, 200]
+        assert before() is None
+        entry = weakref.ref(server.harness.journal._entries[-1])
+        env = weakref.ref(server.environment("env_gc"))
+        with server.lock:
+            item = weakref.ref(server.environment("env_gc").get(work_id, server.now()))
+        server.reset()
+        assert env() is None
+        assert item() is None
+        assert entry() is None
+    finally:
+        gc.enable()
 
 
 def test_a_client_watch_outside_uvicorn_asks_the_receive_channel() -> None:

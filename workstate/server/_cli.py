@@ -168,33 +168,39 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise _Stopped
 
 
-FULL_COLLECTION_EVERY = 100
-"""``serve``'s third garbage-collector threshold (Python's default is 10); see
-:func:`_quiet_collector`."""
-
-
 @contextlib.contextmanager
 def _quiet_collector() -> Iterator[None]:
-    """Full garbage collections, rarely, and never over what start-up built.
+    """Full garbage collections that walk only what is new.
 
-    A full collection walks every object the process holds, and runs on the event loop in the
-    middle of some request: with 25,000 items and a full journal it stalled every request for
-    80-100 ms, and while a mass expiry makes new records quickly it ran about once a second
-    (``benchmarks/server.py``'s mass expiry: heartbeat p99 8-17x its quiet value, 1.5-2x with
-    this).  So the objects start-up built (a restored state file's items) are frozen out of
-    the collector's walks, and a full collection is considered after 100 collections of the
-    middle generation instead of 10.  The server makes few reference cycles (its records are
-    freed by reference counting), so little garbage waits longer.  Put back on exit, for a
-    caller (a test) that goes on in the same process.
+    A full collection walks every object the collector tracks, and runs on the event loop in
+    the middle of some request: with 40,000 items and a full journal one took 84 ms, and a
+    mass expiry, which makes new records quickly, ran one about once a second
+    (``benchmarks/server.py``'s mass expiry).  So the objects start-up built (a restored state
+    file's items) are frozen out of the collector's walks, and so is whatever survives each
+    full collection (:func:`_freeze_survivors`): the next one walks only what is newer (10 ms
+    at most after those 40,000 creations, at Python's default rate of full collections).  Put
+    back on exit, for a caller (a test) that goes on in the same process.
     """
-    thresholds = gc.get_threshold()
     gc.freeze()
-    gc.set_threshold(thresholds[0], thresholds[1], FULL_COLLECTION_EVERY)
+    gc.callbacks.append(_freeze_survivors)
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(_freeze_survivors)
         gc.unfreeze()
+
+
+def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
+    """After a full collection, freeze what survived it: the next one walks only what is
+    newer.  Without this every full collection walks every item and journal entry the server
+    holds (84 ms after 40,000 creations; heartbeat p99s of 180-660 ms in
+    ``benchmarks/server.py`` runs that ended with ~250,000 items), in the middle of some
+    request.  Frozen objects are still freed when their last reference goes (the server's
+    items, records and journal entries are), but a reference cycle among them is never
+    collected: the server's long-lived data holds none (an environment and its items
+    dropped by a reset are freed by reference counting; ``tests/test_server_stack.py``)."""
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
 
 
 def serve(
