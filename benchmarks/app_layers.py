@@ -11,7 +11,9 @@ cycle is).  The floor is ``benchmarks/floor.py``'s bare Starlette app with the s
 answers.  workstate is measured whole (``server.app``: the harness's middleware), then with its
 outer layers peeled off one at a time: the body limits (``RequestLimits``) and the dispatch of
 the work API's calls with the core call under it (``Dispatch``).  A layer's cost is the
-difference between two rows.  Each figure is the best of ``--rounds`` runs of ``--requests``
+difference between two rows.  (The whole app answers a bodiless call in the harness's
+middleware, without the two layers below it; the inner rows measure those layers, which a call
+with a body still takes.)  Each figure is the best of ``--rounds`` runs of ``--requests``
 requests (wall clock per request; a poll+ack row is per request, half a pair).
 
 These are hot-loop costs: over HTTP the same Python code shares the CPU's caches with uvicorn's

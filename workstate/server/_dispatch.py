@@ -12,9 +12,8 @@ the mock's create) that machinery cost about as much as the core call itself
 routes; ``docs/performance.md`` has the numbers).
 
 So :class:`Dispatch` routes those calls itself.  It classifies the request with the journal's
-:func:`~workstate.server._journal.classify` (one ``str.split``, cached per path; the harness
-already classified the same request, so the second call is a cache hit), and when the method
-and path name one of the calls in its table it runs the handler with a :class:`Call` (the
+:func:`~workstate.server._journal.classify` (one ``str.split``, cached per path), and when the
+method and path name one of the calls in its table it runs the handler with a :class:`Call` (the
 scope, the receive channel and the ids from the path) and sends the answer as two ASGI
 messages: ``http.response.start`` with ``content-length`` and ``content-type`` as Starlette's
 ``JSONResponse`` writes them, then the body.  A handler returns the JSON bytes of a 200, or
@@ -27,6 +26,14 @@ handlers adapted by :func:`endpoint`: ``HEAD`` on a read, a wrong method (405 wi
 trailing slash (404), the mock's controls, the sessions and the harness.  The table here holds
 only exact (method, path shape) pairs whose route would call the same handler, so both paths
 give the same answer (``tests/test_dispatch.py`` sends every call both ways and compares).
+
+Most of those calls never reach :class:`Dispatch`: the harness's middleware has classified
+the request already, and :class:`Application` (the middleware, as the server's app) runs the
+same handler and answers on the server's own channels when the request has no body and no
+fault rule withholds its answer.  The layers in between (the journal's body tee and answer
+capture, the body limits, the dispatch's classification) cost a heartbeat about as much as its
+core call did, and such a request needs none of them.  A call with a body (a stop, a metadata
+update) still goes through the limits and the dispatch.
 
 A query string is parsed only when one is present, and only once.  Headers are read by a
 linear scan of the raw list (a request carries a handful).

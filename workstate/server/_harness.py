@@ -14,16 +14,19 @@ classifies requests and builds journal entries); this module is the ASGI glue ar
    in the API's envelope without calling the app; or drop the connection before calling it,
    or after (the call is applied, its answer withheld);
 3. otherwise checks the API key (a 401 envelope without it; :func:`~workstate.server._auth.allowed`)
-   and calls the app with a context (a :class:`contextvars.ContextVar`) in which the
-   server notes, under its lock, the time it hands to the core, the order of the core call
-   (``core_seq``) and the item as it stood (:meth:`Harness.note_core_call`); an exception
-   the app raises before it answers becomes a 500 envelope;
+   and serves the request (:meth:`HarnessMiddleware.serve`: the app, with the journal's tee
+   and capture as its channels; the server's :class:`~workstate.server._dispatch.Application`
+   answers a bodiless work-API call itself, through :meth:`Exchange.respond`) with a context
+   (a :class:`contextvars.ContextVar`) in which the server notes, under its lock, the time it
+   hands to the core, the order of the core call (``core_seq``) and the item as it stood
+   (:meth:`Harness.note_core_call`); an exception raised before the answer begins becomes a
+   500 envelope;
 4. puts the ``request-id`` header on every answer, and records the journal entry: the
    request, the answer it captured on the way out, and what the call did
    (:func:`~workstate.server._journal.outcome`).
 
 One :class:`Exchange` object per request holds all of it (its methods are the app's
-``receive`` and ``send``) and is the journal's pending entry, built into a
+``receive`` and ``send``, or its answer) and is the journal's pending entry, built into a
 :class:`~workstate.server._journal.JournalEntry` only if someone reads it.
 
 Dropping a connection.  ASGI has no message for "close without answering".  Under uvicorn
