@@ -50,7 +50,7 @@ def test_an_explained_trace_exits_0(
     assert main([path]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"{path}: 5 records, 1 work items (profile anthropic)\n"
+        f"{path}: 5 records, 1 work item (profile anthropic)\n"
         f"{path}: explained: some sequence of legal operations explains it\n"
     )
 
@@ -64,7 +64,7 @@ def test_an_unexplained_trace_exits_1_naming_lines(
     assert main([path]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        f"{path}: 3 records, 1 work items (profile anthropic)",
+        f"{path}: 3 records, 1 work item (profile anthropic)",
         "  line 5 (work_1): illegal-state-change: illegal state change stopped → starting: no "
         "sequence of legal operations leads from stopped to starting",
         f"{path}: not explained: 1 violation",

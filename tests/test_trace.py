@@ -245,7 +245,7 @@ def test_an_explained_trace_reports_ok() -> None:
     assert report.work_ids == ("work_1",)
     assert report.records == 4
     assert report.format(source="t.jsonl") == (
-        "t.jsonl: 4 records, 1 work items (profile anthropic)\n"
+        "t.jsonl: 4 records, 1 work item (profile anthropic)\n"
         "t.jsonl: explained: some sequence of legal operations explains it"
     )
 
@@ -578,14 +578,14 @@ def test_the_report_maps_records_to_lines() -> None:
     w0 = new()
     report = check_trace([w0.to_json(), w0.stop(at(1)).to_json(), w0.to_json()])
     assert report.format(source="f", lines=[3, 5, 9]) == (
-        "f: 3 records, 1 work items (profile anthropic)\n"
+        "f: 3 records, 1 work item (profile anthropic)\n"
         "  line 9 (work_1): illegal-state-change: illegal state change stopped → queued: no "
         "sequence of legal operations leads from stopped to queued\n"
         "f: not explained: 1 violation"
     )
     no_id = check_trace([[1]], complete=True)
     assert no_id.format().splitlines() == [
-        "trace: 1 records, 0 work items (profile anthropic, complete)",
+        "trace: 1 record, 0 work items (profile anthropic, complete)",
         "  record 0: malformed: a record must be a JSON object, got list",
         "trace: not explained: 1 violation",
     ]

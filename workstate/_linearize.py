@@ -91,6 +91,7 @@ from workstate._history import History, HistoryCall
 from workstate._profile import ANTHROPIC, PROFILES, Precision, Profile, StopResponse
 from workstate._records import is_int
 from workstate._table import LEASE_STATES, State
+from workstate._text import counted
 from workstate._time import UTC, format_time, parse_time
 from workstate._wire import work_data_from_json, work_from_json
 from workstate._work import Work
@@ -192,7 +193,8 @@ class HistoryReport:
     def format(self, *, source: str = "history") -> str:
         """A readable report."""
         out = [
-            f"{source}: {self.calls} calls, {self.items} items (profile {self.profile}): "
+            f"{source}: {counted(self.calls, 'call')}, {counted(self.items, 'item')} "
+            f"(profile {self.profile}): "
             f"{self.verdict}"
         ]
         out.extend(p.format() for p in self.problems)

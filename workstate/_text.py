@@ -19,10 +19,19 @@ the ``got`` field of an error, so no error object holds a huge input either.
 
 from __future__ import annotations
 
-__all__ = ["MAX_ECHO", "bounded", "excerpt", "safe_message", "unrenderable_at"]
+__all__ = ["MAX_ECHO", "bounded", "counted", "excerpt", "safe_message", "unrenderable_at"]
 
 MAX_ECHO = 64
 """How many characters of a bad value an error message or ``got`` field quotes at most."""
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 (the nouns here take an ``s``).
+
+    >>> counted(1, "work item"), counted(0, "record"), counted(3, "call")
+    ('1 work item', '0 records', '3 calls')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def unrenderable_at(text: str) -> int | None:

@@ -66,6 +66,7 @@ from workstate._profile import ANTHROPIC, Precision, Profile
 from workstate._profile_cli import ProfileOptionError, add_profile_options, profile_from_options
 from workstate._records import HeartbeatResult
 from workstate._table import LEASE_STATES, LeaseEffect, Move, Operation, Stamp, State
+from workstate._text import counted
 from workstate._time import format_time, parse_time, truncate
 from workstate._wire import heartbeat_from_json, work_from_json
 from workstate._work import Work
@@ -145,8 +146,8 @@ class TraceReport:
         """A readable report; ``lines`` maps record positions to line numbers of a file."""
         mode = ", complete" if self.complete else ""
         out = [
-            f"{source}: {self.records} records, {len(self.work_ids)} work items "
-            f"(profile {self.profile}{mode})"
+            f"{source}: {counted(self.records, 'record')}, "
+            f"{counted(len(self.work_ids), 'work item')} (profile {self.profile}{mode})"
         ]
         if self.ok:
             out.append(f"{source}: explained: some sequence of legal operations explains it")
@@ -181,7 +182,7 @@ def check_trace(
     True
     >>> print(check_trace([w0.to_json(), w2.to_json(), w1.to_json()]).format())
     ... # doctest: +NORMALIZE_WHITESPACE
-    trace: 3 records, 1 work items (profile anthropic)
+    trace: 3 records, 1 work item (profile anthropic)
       record 2 (work_1): illegal-state-change: illegal state change stopped → starting:
       no sequence of legal operations leads from stopped to starting
     trace: not explained: 1 violation
