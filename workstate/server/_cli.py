@@ -173,9 +173,9 @@ def _quiet_collector() -> Iterator[None]:
     """Full garbage collections that walk only what is new.
 
     A full collection walks every object the collector tracks, and runs on the event loop in
-    the middle of some request: with 40,000 items and a full journal one took 84 ms, and a
-    mass expiry, which makes new records quickly, ran one about once a second
-    (``benchmarks/server.py``'s mass expiry).  So the objects start-up built (a restored state
+    the middle of some request: with 40,000 items and a full journal one took 84 ms.  (A mass
+    expiry stalls on a young collection instead: ``docs/performance.md``, the request path's
+    fourth pass.)  So the objects start-up built (a restored state
     file's items) are frozen out of the collector's walks, and so is whatever survives each
     full collection (:func:`_freeze_survivors`): the next one walks only what is newer (10 ms
     at most after those 40,000 creations, at Python's default rate of full collections).  Put
@@ -193,12 +193,12 @@ def _quiet_collector() -> Iterator[None]:
 def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
     """After a full collection, freeze what survived it: the next one walks only what is
     newer.  Without this every full collection walks every item and journal entry the server
-    holds (84 ms after 40,000 creations; heartbeat p99s of 180-660 ms in
-    ``benchmarks/server.py`` runs that ended with ~250,000 items), in the middle of some
-    request.  Frozen objects are still freed when their last reference goes (the server's
-    items, records and journal entries are), but a reference cycle among them is never
-    collected: the server's long-lived data holds none (an environment and its items
-    dropped by a reset are freed by reference counting; ``tests/test_server_stack.py``)."""
+    holds (84 ms after 40,000 creations; a ``benchmarks/server.py`` run ends with ~250,000
+    items), in the middle of some request.  Frozen objects are still freed when their last
+    reference goes (the server's items, records and journal entries are), but a reference
+    cycle among them is never collected: the server's long-lived data holds none (an
+    environment and its items dropped by a reset are freed by reference counting;
+    ``tests/test_server_stack.py``)."""
     if phase == "stop" and info["generation"] == 2:
         gc.freeze()
 
