@@ -180,8 +180,9 @@ def test_serve_freezes_what_start_up_built_and_what_each_full_collection_leaves(
     with socket.socket() as sock:
         _cli.serve(MockServer(), sock, "warning")
     assert seen["frozen"] > frozen_before
-    assert seen["after_young"] == seen["frozen"]
-    assert seen["after_full"] >= seen["frozen"] + 5000
+    # (Frozen objects that die leave the count, so it may shrink; it grows only by a freeze.)
+    assert seen["after_young"] <= seen["frozen"]  # a young collection freezes nothing
+    assert seen["after_full"] >= seen["after_young"] + 5000
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == frozen_before
     assert gc.callbacks == callbacks_before
