@@ -438,23 +438,28 @@ class MockServer:
         self.harness.note_core_call(env, now)
         return env, now
 
-    @contextlib.contextmanager
     def _writing(
         self, environment_id: str, *, create: bool
-    ) -> Iterator[tuple[Environment, _dt.datetime]]:
+    ) -> contextlib.AbstractContextManager[tuple[Environment, _dt.datetime]]:
         """:meth:`_touch`, and a refused first write keeps no environment behind."""
-        new = create and environment_id not in self._environments
+        if create and environment_id not in self._environments:
+            return self._first_write(environment_id)
+        # Nothing to undo (a kept environment, or a read): no generator to run, which cost a
+        # poll more than the rest of this.
+        return contextlib.nullcontext(self._touch(environment_id, create=create))
+
+    @contextlib.contextmanager
+    def _first_write(self, environment_id: str) -> Iterator[tuple[Environment, _dt.datetime]]:
         # A new environment draws its id seed from the server's generator: a refused first
         # write puts the draw back, so it leaves the seeded sequence of ids as it was.
-        drawn = self._random.getstate() if new else None
-        touched = self._touch(environment_id, create=create)
+        drawn = self._random.getstate()
+        touched = self._touch(environment_id, create=True)
         try:
             yield touched
         except BaseException:
-            if drawn is not None:  # (a new environment)
-                del self._environments[environment_id]
-                self._random.setstate(drawn)
-                self._keeper.discard(environment_id, ("environment_seed", environment_id))
+            del self._environments[environment_id]
+            self._random.setstate(drawn)
+            self._keeper.discard(environment_id, ("environment_seed", environment_id))
             raise
 
     def _wake(self, environment_id: str) -> None:
@@ -557,18 +562,8 @@ class MockServer:
             if await watch.gone():  # right before delivering: a poll nobody awaits takes nothing
                 return _NULL
             with self.lock:
-                # A poll that names its worker is recorded for the stats: it is a write, and
-                # the first write to an environment creates it (undone if the poll is refused).
-                if worker_id is not None and environment_id not in self._environments:
-                    with self._writing(environment_id, create=True) as (env, now):
-                        work = env.poll(
-                            now,
-                            worker_id=worker_id,
-                            reclaim_older_than_ms=reclaim,
-                            block_ms=block_ms,
-                        )
-                else:  # (a write to a kept environment, or a read: nothing to undo)
-                    env, now = self._touch(environment_id, create=worker_id is not None)
+                # A poll that names its worker is recorded for the stats: it is a write.
+                with self._writing(environment_id, create=worker_id is not None) as (env, now):
                     work = env.poll(
                         now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
                     )

@@ -56,11 +56,10 @@ from workstate._errors import WorkstateError
 from workstate.server._harness import Exchange, Harness, HarnessMiddleware
 from workstate.server._journal import classify
 from workstate.server._limits import Limits, within_limits
-from workstate.server._render import render_json, scope_request_id
+from workstate.server._render import json_headers, render_json, scope_request_id
 
 __all__ = ["Application", "Call", "Dispatch", "Handler", "endpoint"]
 
-_JSON = (b"content-type", b"application/json")
 _DIRECT_METHODS = frozenset({"GET", "POST"})
 
 
@@ -166,13 +165,8 @@ async def _run(handler: Handler, call: Call) -> tuple[int, bytes | None]:
 
 
 async def _answer(send: Send, status: int, body: bytes | None) -> None:
-    if body is None:
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    headers = [(b"content-length", b"%d" % len(body)), _JSON]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.start", "status": status, "headers": json_headers(body)})
+    await send({"type": "http.response.body", "body": b"" if body is None else body})
 
 
 class Dispatch:

@@ -66,7 +66,7 @@ from workstate.server._auth import allowed
 from workstate.server._disconnect import note_cycle
 from workstate.server._journal import OPERATIONS, Journal, classify, decode_body
 from workstate.server._journal import outcome as _outcome
-from workstate.server._render import JSONResponse
+from workstate.server._render import JSONResponse, json_headers
 
 if TYPE_CHECKING:
     from workstate.server._app import MockServer
@@ -78,7 +78,6 @@ __all__ = ["ConnectionDropped", "Exchange", "Harness", "HarnessMiddleware"]
 
 _log = logging.getLogger("workstate.server")
 
-_JSON = (b"content-type", b"application/json")
 _BODY_CAP = 1 << 20  # the journal keeps at most this much of a request or response body
 # The journal's own listings are not kept as answers: each would hold the journal again.
 _UNKEPT_ANSWERS = frozenset({"/mock/journal"})
@@ -653,16 +652,14 @@ class Exchange:
         answer a fault rule withholds)."""
         self.status = status
         self.sent = True
-        request_id = (b"request-id", self.request_id.encode("latin-1"))
-        if body is None:
-            await send({"type": "http.response.start", "status": status, "headers": [request_id]})
-            self.finish(True)
-            await send({"type": "http.response.body", "body": b""})
-            return
-        self.answer = _kept(b"", body)
-        headers = [(b"content-length", b"%d" % len(body)), _JSON, request_id]
+        headers = json_headers(body)
+        headers.append((b"request-id", self.request_id.encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        self.finish(True)
+        if body is None:
+            body = b""
+        else:
+            self.answer = _kept(b"", body)
+        self.finish(True)  # before the last part leaves, as capture does
         await send({"type": "http.response.body", "body": body})
 
     def finish(self, delivered: bool) -> None:

@@ -24,7 +24,14 @@ from typing import Any
 
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
-__all__ = ["JSONResponse", "orjson_in_use", "render_json", "scope_request_id", "use_orjson"]
+__all__ = [
+    "JSONResponse",
+    "json_headers",
+    "orjson_in_use",
+    "render_json",
+    "scope_request_id",
+    "use_orjson",
+]
 
 _orjson_dumps: Callable[[Any], bytes] | None = None
 
@@ -71,6 +78,15 @@ def render_json(content: Any) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return _encode_ascii(content).encode("ascii")
+
+
+_JSON = (b"content-type", b"application/json")
+
+
+def json_headers(body: bytes | None) -> list[tuple[bytes, bytes]]:
+    """The headers of an answer with the JSON ``body`` (None: an answer without a body), as
+    Starlette's ``JSONResponse`` writes them."""
+    return [] if body is None else [(b"content-length", b"%d" % len(body)), _JSON]
 
 
 def scope_request_id(scope: Mapping[str, Any]) -> str | None:
