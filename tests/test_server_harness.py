@@ -472,7 +472,9 @@ def test_check_and_check_history_take_the_ttl_overrides_the_server_was_started_w
     path.write_text("".join(json.dumps(e) + "\n" for e in entries))
     # Checked against the shipped profile, a 2 s lease is outside its 10-600 s range...
     assert workstate_main(["check", "--complete", str(path)]) == 1
-    assert "ttl_seconds 2 is outside the profile's range" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ttl_seconds 2 is outside the profile's range 10-600" in out
+    assert "check with the same options" in out  # the way out, named
     # ...and with the flags serve took, the journal is explained.
     assert workstate_main(["check", "--complete", "--default-ttl", "2", str(path)]) == 0
     assert "explained" in capsys.readouterr().out

@@ -844,7 +844,9 @@ class TraceChecker:
                     "heartbeat",
                     "ttl_seconds",
                     f"ttl_seconds {result.ttl_seconds} is outside the profile's range "
-                    f"{profile.min_ttl_seconds}-{profile.max_ttl_seconds}",
+                    f"{profile.min_ttl_seconds}-{profile.max_ttl_seconds} (a server started with "
+                    "--default-ttl, --min-ttl or --max-ttl answers outside it: check with the "
+                    "same options)",
                 )
             )
         return out
