@@ -198,6 +198,142 @@ def test_serve_freezes_what_start_up_built_and_what_each_full_collection_leaves(
     assert gc.callbacks == callbacks_before
 
 
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ((0, 0, 0), 0),
+        ((5000, 10, 10), 0),  # a count at its threshold has not passed it
+        ((3, 11, 0), 1),
+        ((3, 11, 11), 2),
+        ((3, 0, 11), 2),
+    ],
+)
+def test_the_timer_picks_the_generation_pythons_rule_would(
+    counts: tuple[int, int, int], expected: int
+) -> None:
+    assert _cli._due_generation(counts, (700, 10, 10)) == expected
+
+
+class _Loop:
+    """Just enough of an event loop for the timer: what it asked to run, and when."""
+
+    def __init__(self) -> None:
+        self.later: list[tuple[float, Any]] = []
+        self.cancelled = 0
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        self.later.append((delay, callback))
+        loop = self
+
+        class Handle:
+            def cancel(self) -> None:
+                loop.cancelled += 1
+
+        return Handle()
+
+
+def test_the_timer_collects_only_when_python_has_not() -> None:
+    import gc
+
+    callbacks_before = list(gc.callbacks)
+    collections: list[int] = []
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    loop = _Loop()
+    timer = _cli._CollectionTimer(loop)  # type: ignore[arg-type]
+    timer.start()
+    gc.callbacks.append(watch)
+    try:
+        assert loop.later == [(_cli._CollectionTimer.INTERVAL, timer._tick)]
+        due = _cli._due_generation(gc.get_count(), gc.get_threshold())
+        timer._tick()  # nothing collected since the start: the tick collects
+        assert collections == [due]
+        assert len(loop.later) == 2  # and runs again an interval later
+        timer._tick()  # its own collection does not count as Python's
+        assert len(collections) == 2
+        gc.collect(0)  # as an automatic one would
+        timer._tick()
+        assert len(collections) == 3  # only the one above
+        gc.disable()
+        try:
+            timer._tick()
+            timer._tick()
+        finally:
+            gc.enable()
+        assert len(collections) == 3  # a collector turned off stays off
+        assert len(loop.later) == 6
+    finally:
+        gc.callbacks.remove(watch)
+        timer.stop()
+    assert loop.cancelled == 1
+    assert gc.callbacks == callbacks_before
+
+
+def test_freeing_old_objects_hides_a_growing_young_generation_but_not_from_the_timer() -> None:
+    """The cause the timer is for: an allocation for each freed old object (a mass expiry's
+    new record for the old one) holds Python's count at zero, so no collection starts while
+    the young generation grows.  On the server's loop the timer collects it within two
+    intervals."""
+    import asyncio
+    import gc
+
+    class Record:
+        pass
+
+    gc.collect()
+    old = [Record() for _ in range(20_000)]
+    gc.freeze()  # old, like the items a server built before it started
+    try:
+        kept = []
+        for _ in range(10_000):
+            kept.append(Record())
+            old.pop()
+        assert gc.get_count()[0] < gc.get_threshold()[0]  # no collection due
+        assert len(gc.get_objects(0)) >= 10_000  # yet a young generation of 10,000
+
+        async def replace_while_the_timer_runs() -> int:
+            timer = _cli._CollectionTimer(asyncio.get_running_loop())
+            timer.start()
+            try:
+                for _ in range(10):
+                    for _ in range(1000):
+                        kept.append(Record())
+                        old.pop()
+                    await asyncio.sleep(3 * _cli._CollectionTimer.INTERVAL)
+                return len(gc.get_objects(0))
+            finally:
+                timer.stop()
+
+        assert asyncio.run(replace_while_the_timer_runs()) < 1000
+    finally:
+        gc.unfreeze()
+
+
+def test_serve_runs_the_timer_while_uvicorn_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import gc
+
+    callbacks_before = list(gc.callbacks)
+    seen: dict[str, Any] = {}
+
+    async def serve(self: uvicorn.Server, sockets: Any = None) -> None:
+        seen.update(callbacks=len(gc.callbacks) - len(callbacks_before))
+        before = sum(generation["collections"] for generation in gc.get_stats())
+        await asyncio.sleep(5 * _cli._CollectionTimer.INTERVAL)  # an idle server
+        after = sum(generation["collections"] for generation in gc.get_stats())
+        seen.update(collections=after - before)
+
+    monkeypatch.setattr(uvicorn.Server, "serve", serve)
+    with socket.socket() as sock:
+        _cli.serve(MockServer(), sock, "warning")
+    assert seen["callbacks"] == 2  # the freeze after a full collection, and the timer's
+    assert seen["collections"] >= 2
+    assert gc.callbacks == callbacks_before
+
+
 def test_what_a_reset_drops_is_freed_without_the_collector() -> None:
     """serve freezes what survives a full collection, which is then never collected as a
     cycle: so the server's long-lived data (its environments, items and journal entries)

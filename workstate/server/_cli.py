@@ -11,6 +11,7 @@ or SIGTERM and shuts down gracefully.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -170,16 +171,16 @@ def _raise_stopped(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _quiet_collector() -> Iterator[None]:
-    """Full garbage collections that walk only what is new.
+    """Garbage collections that walk only what is new, and none that waits too long.
 
     A full collection walks every object the collector tracks, and runs on the event loop in
-    the middle of some request: with 40,000 items and a full journal one took 84 ms.  (A mass
-    expiry stalls on a young collection instead: ``docs/performance.md``, the request path's
-    fourth pass.)  So the objects start-up built (a restored state
-    file's items) are frozen out of the collector's walks, and so is whatever survives each
-    full collection (:func:`_freeze_survivors`): the next one walks only what is newer (10 ms
-    at most after those 40,000 creations, at Python's default rate of full collections).  Put
-    back on exit, for a caller (a test) that goes on in the same process.
+    the middle of some request: with 40,000 items and a full journal one took 84 ms.  So the
+    objects start-up built (a restored state file's items) are frozen out of the collector's
+    walks, and so is whatever survives each full collection (:func:`_freeze_survivors`): the
+    next one walks only what is newer (10 ms at most after those 40,000 creations, at Python's
+    default rate of full collections).  No generation waits long for its collection: see
+    :class:`_CollectionTimer`, which the server's loop runs.  Put back on exit, for a caller
+    (a test) that goes on in the same process.
     """
     gc.freeze()
     gc.callbacks.append(_freeze_survivors)
@@ -201,6 +202,71 @@ def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
     ``tests/test_server_stack.py``)."""
     if phase == "stop" and info["generation"] == 2:
         gc.freeze()
+
+
+class _CollectionTimer:
+    """A collection on the loop whenever none has run for :attr:`INTERVAL` seconds.
+
+    CPython starts a collection when its count of tracked objects allocated minus those freed
+    passes a threshold, and that count never goes below zero.  A request that frees more old
+    objects than it keeps new ones so holds the count at zero while the young generation
+    grows: a mass expiry does, since each request replaces the records of the 16 leases it
+    applies (``EXPIRY_SLICE``).  In a lapse of 250,000 leases the young generation grew from
+    68 to 31,798 objects over 1,750 requests before one collection walked it all (159 ms, in
+    the middle of a request), and with young collections alone the middle generation then
+    grew the same way (77 ms).  So a tick that finds no collection since the last one runs
+    the collection Python's own rule would pick (:func:`_due_generation`): no generation goes
+    uncollected for long, and under steady load Python's own collections come first and the
+    tick does nothing.  Measured in ``benchmarks/server.py``'s mass expiry: heartbeat p99
+    during the lapse went from 24x its quiet value to 2x.
+    """
+
+    INTERVAL = 0.01
+    _handle: asyncio.TimerHandle  # the next tick, from start on
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._collected = False
+
+    def start(self) -> None:
+        gc.callbacks.append(self._seen)
+        self._handle = self._loop.call_later(self.INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+        gc.callbacks.remove(self._seen)
+
+    def _seen(self, phase: str, info: dict[str, Any]) -> None:
+        self._collected = True
+
+    def _tick(self) -> None:
+        if not self._collected and gc.isenabled():  # (a caller that turned it off wants none)
+            gc.collect(_due_generation(gc.get_count(), gc.get_threshold()))
+        self._collected = False
+        self._handle = self._loop.call_later(self.INTERVAL, self._tick)
+
+
+def _due_generation(counts: tuple[int, ...], thresholds: tuple[int, ...]) -> int:
+    """The generation Python's rule collects at these counts: the oldest one whose count
+    (collections of the one below it) passed its threshold, else the young one.  (Python
+    also puts off a full collection until a quarter of the long-lived objects are new; that
+    share is not visible from Python, and after :func:`_freeze_survivors` it is always met.)"""
+    for generation in (2, 1):
+        if counts[generation] > thresholds[generation]:
+            return generation
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with a :class:`_CollectionTimer` on its loop while it serves."""
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        timer = _CollectionTimer(asyncio.get_running_loop())
+        timer.start()
+        try:
+            await super().serve(sockets)
+        finally:
+            timer.stop()
 
 
 def serve(
@@ -232,7 +298,7 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
     try:
         with _quiet_collector():
-            uvicorn.Server(config).run(sockets=[sock])
+            _Server(config).run(sockets=[sock])
     except (KeyboardInterrupt, _Stopped):
         pass
     finally:
