@@ -57,6 +57,27 @@ def test_orjson_renders_what_the_standard_library_does() -> None:
         assert render_json(content) == text
 
 
+@pytest.mark.parametrize("orjson", [True, False])
+def test_a_rendered_answer_holds_no_more_memory_than_its_text(
+    orjson: bool, orjson_on: None
+) -> None:
+    """The journal keeps every answer, so an answer must not keep the renderer's buffer
+    (orjson's own bytes hold 4 KB each, whatever their length)."""
+    import tracemalloc
+
+    _render.use_orjson(orjson)
+    content = MockServer(seed=1).create_work("env_a").to_json()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        kept = [render_json(content) for _ in range(100)]
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / len(kept)
+    assert held < len(kept[0]) + 200  # the text and a bytes object's header, no buffer
+
+
 @pytest.mark.usefixtures("orjson_on")
 @pytest.mark.parametrize(
     ("content", "rendered"),

@@ -14,6 +14,11 @@ UTF-8 text for every value the server answers, several times faster.  What orjso
 unpaired surrogate, an int beyond 64 bits, a key that is not a string) falls back to the
 standard library path above, so the answer is the same as without orjson.  :func:`use_orjson`
 switches it off (``serve --stack plain``).
+
+orjson's bytes keep the whole buffer it wrote them in (4 KB, however short the text), and the
+journal keeps each answer: a server's 100,000 entries held 400 MB more than their answers, and
+that heap cost every request time (``docs/performance.md``).  So :func:`render_json` hands on
+a copy of exactly the answer's size (~0.1 µs).
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ def render_json(content: Any) -> bytes:
     """``content`` as compact JSON bytes: UTF-8, or ASCII with escapes when UTF-8 cannot be."""
     if _orjson_dumps is not None:
         try:
-            return _orjson_dumps(content)
+            return memoryview(_orjson_dumps(content)).tobytes()  # (right-sized: see above)
         except TypeError:  # orjson.JSONEncodeError: a surrogate, a huge int, a non-str key
             pass
     text = _encode(content)
