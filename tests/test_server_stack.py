@@ -294,9 +294,9 @@ def test_the_timer_collects_only_when_python_has_not() -> None:
 
 
 def test_freeing_old_objects_hides_a_growing_young_generation_but_not_from_the_timer() -> None:
-    """The cause the timer is for: an allocation for each freed old object (a mass expiry's
-    new record for the old one) holds Python's count at zero, so no collection starts while
-    the young generation grows.  On the server's loop the timer collects it within two
+    """The cause the timer is for: a freed old object for each new one kept (a mass expiry's
+    new record for the old one) leaves Python's count where it was, so no collection starts
+    while the young generation grows.  On the server's loop the timer collects it within two
     intervals."""
     import asyncio
     import gc

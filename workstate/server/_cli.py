@@ -208,17 +208,17 @@ class _CollectionTimer:
     """A collection on the loop whenever none has run for :attr:`INTERVAL` seconds.
 
     CPython starts a collection when its count of tracked objects allocated minus those freed
-    passes a threshold, and that count never goes below zero.  A request that frees more old
-    objects than it keeps new ones so holds the count at zero while the young generation
-    grows: a mass expiry does, since each request replaces the records of the 16 leases it
-    applies (``EXPIRY_SLICE``).  In a lapse of 250,000 leases the young generation grew from
-    68 to 31,798 objects over 1,750 requests before one collection walked it all (159 ms, in
-    the middle of a request), and with young collections alone the middle generation then
-    grew the same way (77 ms).  So a tick that finds no collection since the last one runs
-    the collection Python's own rule would pick (:func:`_due_generation`): no generation goes
-    uncollected for long, and under steady load Python's own collections come first and the
-    tick does nothing.  Measured in ``benchmarks/server.py``'s mass expiry: heartbeat p99
-    during the lapse went from 24x its quiet value to 2x.
+    passes a threshold.  A request that frees an old object for each new one it keeps leaves
+    that count where it was while the young generation grows: a mass expiry does, since each
+    request replaces the records of the 16 leases it applies (``EXPIRY_SLICE``; the old ones
+    were frozen long ago, the new ones are young).  In a lapse of 250,000 leases the young
+    generation grew from 68 to 31,798 objects over 1,750 requests before one collection walked
+    it all (159 ms, in the middle of a request), and with young collections alone the middle
+    generation then grew the same way (77 ms).  So a tick that finds no collection since the
+    last one runs the collection Python's own rule would pick (:func:`_due_generation`): no
+    generation goes uncollected for long, and under steady load Python's own collections come
+    first and the tick does nothing.  Measured in ``benchmarks/server.py``'s mass expiry:
+    heartbeat p99 during the lapse went from 24x its quiet value to 2x.
     """
 
     INTERVAL = 0.01
@@ -249,8 +249,9 @@ class _CollectionTimer:
 def _due_generation(counts: tuple[int, ...], thresholds: tuple[int, ...]) -> int:
     """The generation Python's rule collects at these counts: the oldest one whose count
     (collections of the one below it) passed its threshold, else the young one.  (Python
-    also puts off a full collection until a quarter of the long-lived objects are new; that
-    share is not visible from Python, and after :func:`_freeze_survivors` it is always met.)"""
+    also puts off a full collection until a quarter of the long-lived objects are new.  That
+    share is not visible from Python; a full collection run early costs little, since after
+    :func:`_freeze_survivors` it walks only what survived since the last one.)"""
     for generation in (2, 1):
         if counts[generation] > thresholds[generation]:
             return generation
