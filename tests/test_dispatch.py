@@ -267,3 +267,31 @@ def test_a_calls_base_url_is_starlettes(scope: dict[str, Any], url: str) -> None
     full = {"type": "http", "method": "GET", "path": "/", "query_string": b"", **scope}
     assert Call(full, None, "env_x", None).base_url == url  # type: ignore[arg-type]
     assert str(Request(full).base_url).rstrip("/") == url
+
+
+def _head(*headers: tuple[bytes, bytes], version: str = "1.1", path: bytes = b"/x") -> Any:
+    return {"http_version": version, "raw_path": path, "query_string": b"", "headers": headers}
+
+
+@pytest.mark.parametrize(
+    ("scope", "direct"),
+    [
+        (_head(), True),
+        (_head((b"host", b"h"), (b"content-length", b"0")), True),
+        (_head((b"content-length", b"00")), True),
+        (_head((b"content-length", b"2")), False),
+        (_head((b"content-length", b"x")), True),  # (h11 refuses it first)
+        (_head((b"transfer-encoding", b"chunked")), False),
+        (_head((b"x-big", b"v" * 16_000)), True),
+        (_head((b"x-big", b"v" * 16_400)), False),
+        (_head(path=b"/" + b"p" * 16_400), False),
+        (_head(version="2"), False),
+    ],
+)
+def test_within_limits_is_measure_then_unbounded_in_one_pass(scope: Any, direct: bool) -> None:
+    # The direct path's check must say what RequestLimits would: nothing to bound.
+    from workstate.server._limits import Limits, _measure, _unbounded, within_limits
+
+    limits = Limits()
+    assert within_limits(scope, limits) is direct
+    assert _unbounded(*_measure(scope), scope, limits) is direct
