@@ -587,6 +587,12 @@ def test_an_api_key_is_required_when_configured() -> None:
                 r = await client.get(path, headers=headers)
                 assert r.status_code == 200, headers
                 assert REQUEST_ID.fullmatch(r.headers["request-id"])
+            # A header given twice counts once, its first value (as Starlette's Headers.get).
+            for name, value in (("x-api-key", "sk-test"), ("authorization", "Bearer sk-test")):
+                twice = [(name, value), (name, "wrong")]
+                assert (await client.get(path, headers=twice)).status_code == 200, twice
+                r = await client.get(path, headers=twice[::-1])
+                assert_error(r, 401, "authentication_error", "x-api-key", "Bearer")
 
     asyncio.run(go())
 
