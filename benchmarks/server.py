@@ -23,7 +23,9 @@ Rounds alternate which server goes first; every figure is the median over rounds
 stack, scenario and connection count: requests/s, p50/p99/max latency, server CPU per request
 (``/proc/<pid>/stat`` utime+stime over the run), the server core's busy share (the floor near
 100% shows the server, not wrk, is the bottleneck; wrk's own CPU share is printed too) and the
-workstate/floor ratios.
+workstate/floor ratios.  With ``--peel`` a third server runs in the same rounds,
+``benchmarks/unharnessed.py`` (``serve`` without the harness's middleware), and a second table
+per stack splits the gap to the floor into the harness's share and the rest.
 
 Then, on the chosen (first) stack: the cost of the access log (``serve --access-log``,
 heartbeats at 10 connections), and a mass expiry: heartbeat p99 at 10 connections while
@@ -116,9 +118,10 @@ def running(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def workstate_argv(port: int, *extra: str) -> list[str]:
+def workstate_argv(port: int, *extra: str, peeled: bool = False) -> list[str]:
+    command = [str(HERE / "unharnessed.py")] if peeled else ["-m", "workstate", "serve"]
     return [
-        sys.executable, "-m", "workstate", "serve", "--port", str(port),
+        sys.executable, *command, "--port", str(port),
         "--log-level", "warning", "--default-ttl", "3600", *extra,
     ]  # fmt: skip
 
@@ -238,6 +241,7 @@ class Stack:
         self.name, self.args, self.tmp = name, args, tmp
         self.results: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
         self.fill_count = 0
+        self.ids: dict[str, list[str]] = {}  # per server: the pre-acked items it heartbeats
         self.pair_rate = 3000.0  # poll+ack pairs/s guess, refined by each run
 
     def run(self) -> None:
@@ -245,42 +249,50 @@ class Stack:
         most = max(args.connections)
         ws_port, floor_port = free_port(), free_port()
         serve = [*spec["serve"], *shlex.split(args.serve_args)]
-        with running(workstate_argv(ws_port, *serve), ws_port) as ws:
-            self.ids, samples = acked_items(ws_port, HB_ENV, most)
+        with contextlib.ExitStack() as up:
+            ws = up.enter_context(running(workstate_argv(ws_port, *serve), ws_port))
+            ids, samples = acked_items(ws_port, HB_ENV, most)
+            self.ids = {"workstate": ids, "floor": ids}  # (the floor takes any id)
             sample_file = self.tmp / f"samples-{self.name}.json"
             sample_file.write_text(json.dumps(samples))
-            with running(floor_argv(floor_port, sample_file, *spec["floor"]), floor_port) as fl:
-                servers = {"floor": (floor_port, fl.pid), "workstate": (ws_port, ws.pid)}
-                for port, pid in servers.values():  # warm both up
-                    wrk(port, "heartbeat.lua", 10, 1, HB_ENV, ",".join(self.ids[:10]), pid=pid)
-                for level in args.connections:
-                    for round_ in range(args.rounds):
-                        order = (
-                            ["floor", "workstate"] if round_ % 2 == 0 else ["workstate", "floor"]
-                        )
-                        for scenario in args.scenarios:
-                            for who in order:
-                                port, pid = servers[who]
-                                result = self.one(scenario, who, port, pid, level, ws_port)
-                                self.results.setdefault((scenario, level, who), []).append(result)
-                                progress(self.name, scenario, level, round_, who, result)
+            fl = up.enter_context(
+                running(floor_argv(floor_port, sample_file, *spec["floor"]), floor_port)
+            )
+            servers = {"floor": (floor_port, fl.pid), "workstate": (ws_port, ws.pid)}
+            if args.peel:
+                bare_port = free_port()
+                bare = up.enter_context(
+                    running(workstate_argv(bare_port, *serve, peeled=True), bare_port)
+                )
+                self.ids["unharnessed"] = acked_items(bare_port, HB_ENV, most)[0]
+                servers["unharnessed"] = (bare_port, bare.pid)
+            for who, (port, pid) in servers.items():  # warm them up
+                wrk(port, "heartbeat.lua", 10, 1, HB_ENV, ",".join(self.ids[who][:10]), pid=pid)
+            names = list(servers)
+            for level in args.connections:
+                for round_ in range(args.rounds):
+                    order = names if round_ % 2 == 0 else names[::-1]
+                    for scenario in args.scenarios:
+                        for who in order:
+                            port, pid = servers[who]
+                            result = self.one(scenario, who, port, pid, level)
+                            self.results.setdefault((scenario, level, who), []).append(result)
+                            progress(self.name, scenario, level, round_, who, result)
 
-    def one(
-        self, scenario: str, who: str, port: int, pid: int, level: int, ws_port: int
-    ) -> dict[str, Any]:
+    def one(self, scenario: str, who: str, port: int, pid: int, level: int) -> dict[str, Any]:
         duration = self.args.duration
-        ids = ",".join(self.ids[:level])
+        ids = ",".join(self.ids[who][:level])
         if scenario == "heartbeat":
             return wrk(port, "heartbeat.lua", level, duration, HB_ENV, ids, pid=pid)
         if scenario == "get":
             return wrk(port, "get.lua", level, duration, HB_ENV, ids, pid=pid)
         env = HB_ENV
-        if who == "workstate":
+        if who != "floor":  # a workstate server, harnessed or not: a queue of its own
             self.fill_count += 1
             env = f"env_queue_{self.fill_count}"
-            self.fill(ws_port, env, int(self.pair_rate * duration * 1.5) + 1000)
+            self.fill(port, env, int(self.pair_rate * duration * 1.5) + 1000)
         result = wrk(port, "poll_ack.lua", level, duration, env, pid=pid)
-        if who == "workstate":
+        if who != "floor":
             self.pair_rate = max(self.pair_rate, result["rate"] / 2)
         return result
 
@@ -306,7 +318,7 @@ def progress(
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+    return float(statistics.median(r[key] for r in runs))
 
 
 def report(stack: Stack) -> list[str]:
@@ -336,7 +348,37 @@ def report(stack: Stack) -> list[str]:
                 f"| {median(f, 'server_busy'):.0%} / {median(w, 'server_busy'):.0%} "
                 f"| {median(f + w, 'wrk_busy'):.0%} |"
             )
+    if stack.args.peel:
+        lines += peeled(stack)
     return lines
+
+
+def peeled(stack: Stack) -> list[str]:
+    """The same runs of the server without the harness (``--peel``): what the harness costs,
+    and what is left of the gap to the floor without it."""
+    lines = [
+        "",
+        "Without the harness's middleware (`benchmarks/unharnessed.py`: no request ids, fault "
+        "rules, API key check or journal):",
+        "",
+        "| scenario | conns | unharnessed req/s | **ratio to floor** | ratio with the harness "
+        "| server µs/req floor / unharnessed / ws | harness µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in stack.args.scenarios:
+        for level in stack.args.connections:
+            f, w, u = (stack.results[(scenario, level, who)] for who in _WHO)
+            rate, cpu = median(f, "rate"), [median(r, "server_cpu_us") for r in (f, u, w)]
+            flag = " (!)" if any(r.get("empty") or r["errors"] for r in u) else ""
+            lines.append(
+                f"| {scenario} | {level} | {median(u, 'rate'):,.0f} "
+                f"| **{median(u, 'rate') / rate:.2f}**{flag} | {median(w, 'rate') / rate:.2f} "
+                f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | {cpu[2] - cpu[1]:.0f} |"
+            )
+    return lines
+
+
+_WHO = ("floor", "workstate", "unharnessed")
 
 
 # ------------------------------------------------------------------------------ extras
@@ -522,6 +564,11 @@ def main() -> None:
     parser.add_argument("--mass", type=int, default=None, help="leases in the expiry [250000]")
     parser.add_argument("--no-extras", action="store_true", help="skip access log and expiry")
     parser.add_argument("--survey", action="store_true", help="only the floor on each stack")
+    parser.add_argument(
+        "--peel",
+        action="store_true",
+        help="also run serve without the harness's middleware (what the harness costs)",
+    )
     parser.add_argument("--extras-only", action="store_true", help="only access log and expiry")
     parser.add_argument(
         "--serve-args",
@@ -560,8 +607,9 @@ def main() -> None:
         for name in [] if args.extras_only else args.stacks:
             stack = Stack(name, args, Path(tmp))
             stack.run()
-            lines += report(stack)
-            print("\n".join(lines[-len(args.scenarios) * len(args.connections) - 4 :]), flush=True)
+            table = report(stack)
+            lines += table
+            print("\n".join(table), flush=True)
     if not args.no_extras:
         lines += access_log(args)
         lines += mass_expiry(args)
