@@ -26,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
-__all__ = ["CYCLE_KEY", "ClientWatch", "note_cycle"]
+__all__ = ["CYCLE_KEY", "ClientWatch", "forget_cycle", "note_cycle"]
 
 CYCLE_KEY = "workstate.cycle"
 """The scope key under which :func:`note_cycle` keeps uvicorn's request cycle."""
@@ -44,6 +44,13 @@ def note_cycle(scope: Scope, receive: Receive) -> None:
     cycle = _cycle(receive)
     if cycle is not None:
         scope[CYCLE_KEY] = cycle
+
+
+def forget_cycle(scope: Scope) -> None:
+    """Drop what :func:`note_cycle` kept, once the request is over: uvicorn's cycle holds the
+    scope, so the scope holding the cycle is a reference cycle, which only the garbage
+    collector would free (with the scope's headers, state and the rest, every request)."""
+    scope.pop(CYCLE_KEY, None)
 
 
 class ClientWatch:

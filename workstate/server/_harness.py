@@ -63,7 +63,7 @@ from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
 from workstate._time import format_time
 from workstate._work import Work
 from workstate.server._auth import allowed
-from workstate.server._disconnect import note_cycle
+from workstate.server._disconnect import forget_cycle, note_cycle
 from workstate.server._journal import OPERATIONS, Journal, classify, decode_body
 from workstate.server._journal import outcome as _outcome
 from workstate.server._render import JSONResponse, json_headers
@@ -467,6 +467,7 @@ class HarnessMiddleware:
         finally:
             ex.finish(ex.sent)  # an app that failed half way: what was sent, if anything
             ex.close()
+            forget_cycle(scope)
 
     async def serve(self, ex: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve an admitted request through the app, the journal's tee and capture around
