@@ -63,6 +63,7 @@ EXPECTED = {
     "mermaid",
     "parse_time",
     "profile_from_mapping",
+    "profile_to_mapping",
     "read_history",
     "render_timeline",
     "to_pendulum",

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from helpers import T0, asgi_client, create_work, record_serve, served_http
 
-from workstate import NO_HEARTBEAT, ManualClock
+from workstate import ANTHROPIC, NO_HEARTBEAT, ManualClock, profile_to_mapping
 from workstate.__main__ import main as workstate_main
 from workstate._trace import journal_trace_records
 from workstate.server import ConnectionDropped, MockServer, _cli
@@ -565,10 +565,120 @@ def test_serve_takes_a_seed_faults_and_a_journal_file(
     assert "seed 42" in capsys.readouterr().out
     server = seen["server"]
     assert server.seed == 42
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    header, *lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert header == {"type": "journal", "version": 1, "profile": profile_to_mapping(ANTHROPIC)}
     assert [(e["operation"], e["status"]) for e in lines] == [("poll", 503), ("poll", 200)]
     assert lines[0]["fault"]["id"] == "flt_1"
     assert workstate_main(["check", str(path)]) == 0
+
+
+@pytest.fixture
+def short_lease_journal(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> pathlib.Path:
+    """The journal of ``serve --default-ttl 4``: an item created, polled, acked, heartbeated
+    (its answer's ttl_seconds 4 is outside the shipped profile's 10-600)."""
+
+    def then(server: MockServer) -> None:
+        server.create_work(ENV)
+        with served_http(server) as client:
+            work = client.get(W + "/poll").json()
+            assert client.post(f"{W}/{work['id']}/ack").status_code == 200
+            beat = client.post(f"{W}/{work['id']}/heartbeat").json()
+            assert beat["ttl_seconds"] == 4
+
+    record_serve(monkeypatch, then)
+    path = tmp_path / "journal.jsonl"
+    assert _cli.main(["--port", "0", "--default-ttl", "4", "--journal", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
+def test_a_journal_is_checked_under_the_profile_it_was_served_with(
+    short_lease_journal: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    history: bool,
+) -> None:
+    check = ["check", "--history"] if history else ["check"]
+    path = str(short_lease_journal)
+    header = json.loads(short_lease_journal.read_text().splitlines()[0])
+    assert header["profile"]["default_ttl_seconds"] == 4
+    assert workstate_main([*check, path]) == 0  # no options: the header's profile
+    assert workstate_main([*check, path, "--default-ttl", "4"]) == 0  # the same, repeated
+    capsys.readouterr()
+    # Naming a profile overrides the header: the shipped one refuses a 4 s lease.
+    assert workstate_main([*check, path, "--profile", "anthropic"]) == 1
+    assert "ttl_seconds" in capsys.readouterr().out  # (the heartbeat answer it refuses)
+    # Without its header (an older journal) the same file needs the options again.
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("\n".join(short_lease_journal.read_text().splitlines()[1:]) + "\n")
+    assert workstate_main([*check, str(bare)]) == 1
+    assert workstate_main([*check, str(bare), "--default-ttl", "4"]) == 0
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
+def test_ttl_flags_apply_over_the_journals_profile(
+    short_lease_journal: pathlib.Path, capsys: pytest.CaptureFixture[str], history: bool
+) -> None:
+    check = ["check", "--history"] if history else ["check"]
+    path = str(short_lease_journal)
+    # --max-ttl over the recorded profile (default 4, min 4): still a valid profile, still ok.
+    assert workstate_main([*check, path, "--max-ttl", "300"]) == 0
+    capsys.readouterr()
+    # --min-ttl 10 over it leaves a default of 4 under the minimum: refused as an option.
+    assert workstate_main([*check, path, "--min-ttl", "10"]) == 2
+    assert "--min-ttl 10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        (
+            {"type": "journal", "version": 2, "profile": {}},
+            "has version 2; this workstate reads version 1",
+        ),
+        ({"type": "journal", "version": 1}, "records no valid profile: a profile must be a table"),
+        (
+            {"type": "journal", "version": 1, "profile": {"min_ttl_seconds": 900}},
+            "records no valid profile",
+        ),
+        (
+            {"type": "journal", "version": 1, "profile": {"no_such_knob": 1}},
+            "unknown profile key 'no_such_knob'",
+        ),
+    ],
+)
+def test_a_journal_header_that_names_no_profile_is_refused(
+    short_lease_journal: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    history: bool,
+    header: dict[str, Any],
+    words: str,
+) -> None:
+    check = ["check", "--history"] if history else ["check"]
+    entries = short_lease_journal.read_text().splitlines()[1:]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([json.dumps(header), *entries]) + "\n")
+    assert workstate_main([*check, str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert words in err
+    assert "bad.jsonl:1" in err or "line 1" in err
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
+def test_a_journal_of_no_requests_is_its_header_and_checks(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    history: bool,
+) -> None:
+    record_serve(monkeypatch)
+    path = tmp_path / "journal.jsonl"
+    assert _cli.main(["--port", "0", "--journal", str(path)]) == 0
+    assert len(path.read_text().splitlines()) == 1
+    check = ["check", "--history"] if history else ["check"]
+    assert workstate_main([*check, str(path)]) == 0
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from workstate._profile import (
     StopResponse,
     load_profile,
     profile_from_mapping,
+    profile_to_mapping,
 )
 from workstate._records import HeartbeatResult, WorkData
 from workstate._table import MOVES, LeaseEffect, Move, Operation, Rule, Stamp, State
@@ -166,6 +167,7 @@ __all__ = [
     "mermaid",
     "parse_time",
     "profile_from_mapping",
+    "profile_to_mapping",
     "read_history",
     "render_timeline",
     "to_pendulum",

@@ -21,6 +21,8 @@ from workstate._profile_cli import (
     TTL_FLAGS,
     ProfileOptionError,
     add_profile_options,
+    is_journal_header,
+    journal_profile,
     option_dest,
     profile_from_options,
 )
@@ -56,14 +58,15 @@ def main(argv: Sequence[str]) -> int:
     name = "<stdin>" if args.history == "-" else args.history
     try:
         if args.history == "-":
-            history = _read(sys.stdin.read(), "the input")
+            history, recorded = _read(sys.stdin.read(), "the input")
         else:
-            history = _read(pathlib.Path(args.history).read_text(encoding="utf-8"), "the file")
+            text = pathlib.Path(args.history).read_text(encoding="utf-8")
+            history, recorded = _read(text, "the file")
     except (OSError, UnicodeDecodeError, HistoryFormatError) as exc:
         print(f"workstate check: {name}: cannot read: {exc}", file=sys.stderr)
         return 2
     try:
-        profile = _profile(args, history)
+        profile = _profile(args, history, recorded)
     except ProfileOptionError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -84,8 +87,9 @@ _EXPECTED = (
 )
 
 
-def _read(text: str, what: str) -> History:
-    """A history file, or a request journal (its first line has ``seq`` and ``operation``).
+def _read(text: str, what: str) -> tuple[History, Profile | None]:
+    """A history file, or a request journal (its first line has ``seq`` and ``operation``, or
+    is the header ``serve --journal`` writes); and the profile a journal's header records.
 
     ``what`` names the input in the message for one with no lines to read ("the file").
     """
@@ -100,25 +104,36 @@ def _read(text: str, what: str) -> History:
         head = None if first is None else json.loads(first)
     except ValueError:
         head = None  # read_history names the line and the JSON error
-    if not (isinstance(head, dict) and "seq" in head and "operation" in head):
-        return read_history(lines)
+    at = lines.index(first) + 1  # the line number of the first line that is not blank
+    recorded = None
+    if is_journal_header(head):
+        assert isinstance(head, dict)
+        try:
+            recorded = journal_profile(head)
+        except ProfileOptionError as exc:
+            raise HistoryFormatError(str(exc), line=at) from None
+    elif not (isinstance(head, dict) and "seq" in head and "operation" in head):
+        return read_history(lines), None
     entries = []
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        if not line.strip() or (recorded is not None and number == at):
             continue
         try:
             entries.append(json.loads(line))
         except ValueError as exc:
             raise HistoryFormatError(f"invalid JSON: {exc}", line=number) from None
-    return history_from_journal(entries)
+    return history_from_journal(entries), recorded
 
 
-def _profile(args: argparse.Namespace, history: History) -> Profile | None:
-    """The profile the options name over the history's own; None when no option was given."""
+def _profile(
+    args: argparse.Namespace, history: History, recorded: Profile | None
+) -> Profile | None:
+    """The profile the options name over the history's own (or the one a journal's header
+    records); None when neither says: the history's named one."""
     flags = [args.profile_file, *(getattr(args, option_dest(f)) for f in TTL_FLAGS)]
     if args.profile is None and all(value is None for value in flags):
-        return None
-    if args.profile is None:
+        return recorded
+    if args.profile is None and recorded is None:
         known = history.profile in PROFILES
         args.profile = history.profile if known else "anthropic"
-    return profile_from_options(args)
+    return profile_from_options(args, recorded=recorded)

@@ -34,6 +34,7 @@ __all__ = [
     "evolve_profile",
     "load_profile",
     "profile_from_mapping",
+    "profile_to_mapping",
 ]
 
 
@@ -351,6 +352,30 @@ def profile_from_mapping(data: Mapping[str, Any], *, base: Profile | None = None
         raise InvalidInputError(
             message, key=named[0], expected="values that satisfy the rule above", got=None
         ) from None
+
+
+def profile_to_mapping(profile: Profile) -> dict[str, Any]:
+    """Every field of ``profile`` as a plain value (the inverse of
+    :func:`profile_from_mapping`, which rebuilds the same profile from it): enum fields as
+    their strings, no error code as ``""``.  JSON- and TOML-ready; ``serve --journal`` heads
+    its file with it, so ``check`` knows the profile the journal was served under.
+
+    >>> served = evolve_profile(ANTHROPIC, {"default_ttl_seconds": 4})
+    >>> fields = profile_to_mapping(served)
+    >>> fields["name"], fields["default_ttl_seconds"], fields["min_ttl_seconds"]
+    ('anthropic', 4, 4)
+    >>> profile_from_mapping(fields) == served
+    True
+    """
+    out: dict[str, Any] = {}
+    for field in attrs.fields(Profile):
+        value = getattr(profile, field.name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif value is None:
+            value = ""  # (only the optional error codes are None)
+        out[field.name] = value
+    return out
 
 
 def load_profile(path: str | os.PathLike[str], *, base: Profile | None = None) -> Profile:

@@ -63,7 +63,13 @@ from workstate._engine import lookup
 from workstate._errors import InvalidInputError
 from workstate._invariants import invariant_violations
 from workstate._profile import ANTHROPIC, Precision, Profile
-from workstate._profile_cli import ProfileOptionError, add_profile_options, profile_from_options
+from workstate._profile_cli import (
+    ProfileOptionError,
+    add_profile_options,
+    is_journal_header,
+    journal_profile,
+    profile_from_options,
+)
 from workstate._records import HeartbeatResult
 from workstate._table import LEASE_STATES, LeaseEffect, Move, Operation, Stamp, State
 from workstate._text import counted
@@ -1160,6 +1166,7 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("file", metavar="FILE", help="the trace, JSON Lines; - for stdin")
     add_profile_options(parser)  # the same as serve's, so a journal is checked as it was served
+    parser.set_defaults(profile=None)  # none given: a journal's recorded one, else anthropic
     parser.add_argument(
         "--complete",
         action="store_true",
@@ -1172,21 +1179,23 @@ def main(argv: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     name = "<stdin>" if args.file == "-" else args.file
     try:
-        profile = profile_from_options(args)
+        profile_from_options(args)  # refuse bad options before reading anything
     except ProfileOptionError as exc:
         print(exc, file=sys.stderr)
         return 2
-    checker = TraceChecker(profile=profile, complete=args.complete)
     lines: list[int] = []
     try:
         if args.file == "-":
-            problem = _read(sys.stdin, name, checker, lines)
+            checker, problem = _read(sys.stdin, name, args, lines)
         else:
             with open(args.file, encoding="utf-8") as stream:
-                problem = _read(stream, name, checker, lines)
+                checker, problem = _read(stream, name, args, lines)
     except (OSError, UnicodeDecodeError) as exc:
-        problem = f"{name}: cannot read: {exc}"
-    if problem is not None:
+        checker, problem = None, f"{name}: cannot read: {exc}"
+    except ProfileOptionError as exc:  # the TTL flags do not fit the journal's profile
+        print(exc, file=sys.stderr)
+        return 2
+    if problem is not None or checker is None:
         print(f"workstate check: {problem}", file=sys.stderr)
         return 2
     report = checker.finish()
@@ -1194,13 +1203,19 @@ def main(argv: Sequence[str]) -> int:
     return 0 if report.ok else 1
 
 
-def _read(stream: Iterable[str], name: str, checker: TraceChecker, lines: list[int]) -> str | None:
-    """Feed every line of ``stream``; returns a complaint about unreadable input, or None.
+def _read(
+    stream: Iterable[str], name: str, args: argparse.Namespace, lines: list[int]
+) -> tuple[TraceChecker, str | None]:
+    """Feed every line of ``stream`` to a checker under the profile of ``args``; returns it
+    and a complaint about unreadable input, or None.
 
     A request journal of the mock server (lines with ``seq`` and ``operation``) is turned
     into its trace records first (:func:`journal_trace_records`); each record's line is the
-    line of the journal entry it came from.
+    line of the journal entry it came from.  A journal's header line (``serve --journal``
+    writes one first) gives the profile it was served under, unless ``--profile`` or
+    ``--profile-file`` name another.
     """
+    checker: TraceChecker | None = None
     journal: list[tuple[int, Mapping[str, Any]]] = []
     for number, line in enumerate(stream, start=1):
         if not line.strip():
@@ -1208,18 +1223,36 @@ def _read(stream: Iterable[str], name: str, checker: TraceChecker, lines: list[i
         try:
             record = json.loads(line)
         except ValueError as exc:
-            return f"{name}:{number}: invalid JSON: {exc}"
+            return _checker(args, None), f"{name}:{number}: invalid JSON: {exc}"
+        if checker is None:
+            recorded = None
+            if is_journal_header(record):
+                try:
+                    recorded = journal_profile(record)
+                except ProfileOptionError as exc:
+                    return _checker(args, None), f"{name}:{number}: {exc}"
+            checker = _checker(args, recorded)
+            if recorded is not None:
+                continue
         if _is_journal_entry(record):
             journal.append((number, record))
             continue
         lines.append(number)
         checker.feed(record)
+    if checker is None:  # nothing but blank lines
+        checker = _checker(args, None)
     if journal:
         for number, entry in sorted(journal, key=lambda pair: _applied_order(pair[1])):
             for record in journal_trace_records([entry]):
                 lines.append(number)
                 checker.feed(record)
-    return None
+    return checker, None
+
+
+def _checker(args: argparse.Namespace, recorded: Profile | None) -> TraceChecker:
+    return TraceChecker(
+        profile=profile_from_options(args, recorded=recorded), complete=args.complete
+    )
 
 
 def _applied_order(entry: Mapping[str, Any]) -> tuple[bool, int, int]:

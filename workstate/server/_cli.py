@@ -25,7 +25,12 @@ from typing import Any, TextIO
 import uvicorn
 
 from workstate._errors import InvalidInputError
-from workstate._profile_cli import ProfileOptionError, add_profile_options, profile_from_options
+from workstate._profile_cli import (
+    ProfileOptionError,
+    add_profile_options,
+    journal_header,
+    profile_from_options,
+)
 from workstate._time import ManualClock, SystemClock, parse_time
 from workstate.server import _render, _stack
 from workstate.server._app import MockServer, base_url, bind
@@ -131,8 +136,8 @@ def _parser() -> argparse.ArgumentParser:
         "--journal",
         default=None,
         metavar="FILE",
-        help="write every request and its outcome to FILE as JSON Lines "
-        "(check it with: python -m workstate check FILE)",
+        help="write every request and its outcome to FILE as JSON Lines, after a header "
+        "line with the profile served (check it with: python -m workstate check FILE)",
     )
     parser.add_argument(
         "--fault",
@@ -373,6 +378,10 @@ def main(argv: Sequence[str]) -> int:
         if journal is not None:
             journal.close()
         return 1
+    if journal is not None:
+        # The profile first, so that check needs none of the options it was served with.
+        journal.write(json.dumps(journal_header(p), separators=(",", ":")) + "\n")
+        journal.flush()
     url = base_url(sock)
     key = ", API key required" if args.api_key is not None else ""
     if args.seed is not None:
