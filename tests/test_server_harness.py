@@ -14,7 +14,14 @@ import httpx2
 import pytest
 from helpers import T0, asgi_client, create_work, record_serve, served_http
 
-from workstate import ANTHROPIC, NO_HEARTBEAT, ManualClock, profile_to_mapping
+from workstate import (
+    ANTHROPIC,
+    NO_HEARTBEAT,
+    ManualClock,
+    check_trace,
+    profile_from_mapping,
+    profile_to_mapping,
+)
 from workstate.__main__ import main as workstate_main
 from workstate._trace import journal_trace_records
 from workstate.server import ConnectionDropped, MockServer, _cli
@@ -293,6 +300,17 @@ def test_the_journal_filters_and_clears(http: httpx2.Client) -> None:
     remaining = journal(http)
     assert [e["path"] for e in remaining] == ["/mock/journal"]  # only the request after
     assert remaining[0]["seq"] > since
+
+
+def test_the_journal_listing_carries_the_servers_profile(
+    http: httpx2.Client, mock: MockServer
+) -> None:
+    queue(http)
+    listing = http.get("/mock/journal").json()
+    assert listing["profile"] == profile_to_mapping(mock.profile)
+    assert profile_from_mapping(listing["profile"]) == mock.profile  # what a checker needs
+    records = journal_trace_records(listing["data"])
+    assert check_trace(records, profile=profile_from_mapping(listing["profile"])).ok
 
 
 def test_reset_forgets_items_faults_and_journal_and_puts_the_clock_back(

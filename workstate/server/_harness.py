@@ -60,6 +60,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workstate._environment import Environment
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
+from workstate._profile import profile_to_mapping
 from workstate._time import format_time
 from workstate._work import Work
 from workstate.server._auth import allowed
@@ -318,7 +319,8 @@ class Harness:
             operation=query.get("operation"),
             since=since,
         )
-        return JSONResponse({"data": entries})
+        # The profile too, as serve --journal's header line records it: what check needs.
+        return JSONResponse({"data": entries, "profile": profile_to_mapping(self.server.profile)})
 
     async def _reset(self, request: Request) -> Response:
         self.server.reset()
