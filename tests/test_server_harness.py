@@ -639,8 +639,10 @@ def test_ttl_flags_apply_over_the_journals_profile(
 ) -> None:
     check = ["check", "--history"] if history else ["check"]
     path = str(short_lease_journal)
-    # --max-ttl over the recorded profile (default 4, min 4): still a valid profile, still ok.
+    # --max-ttl over the recorded profile (default 4, min 4): still a valid profile, still ok,
+    # and --max-ttl 5, which over the shipped default of 120 s would be no profile at all.
     assert workstate_main([*check, path, "--max-ttl", "300"]) == 0
+    assert workstate_main([*check, path, "--max-ttl", "5"]) == 0
     capsys.readouterr()
     # --min-ttl 10 over it leaves a default of 4 under the minimum: refused as an option.
     assert workstate_main([*check, path, "--min-ttl", "10"]) == 2
