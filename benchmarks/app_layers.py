@@ -6,15 +6,17 @@ Run by hand (not in CI)::
     python benchmarks/app_layers.py --scenarios heartbeat --requests 20000
 
 No sockets: each request is one ``await app(scope, receive, send)`` with a scope like uvicorn's
-(its ``receive`` a bound method of an object with uvicorn's ``disconnected`` flag, as a request
-cycle is).  The floor is ``benchmarks/floor.py``'s bare Starlette app with the same routes and
-answers.  workstate is measured whole (``server.app``: the harness's middleware), then with its
-outer layers peeled off one at a time: the body limits (``RequestLimits``) and the dispatch of
-the work API's calls with the core call under it (``Dispatch``).  A layer's cost is the
-difference between two rows.  (The whole app answers a bodiless call in the harness's
-middleware, without the two layers below it; the inner rows measure those layers, which a call
-with a body still takes.)  Each figure is the best of ``--rounds`` runs of ``--requests``
-requests (wall clock per request; a poll+ack row is per request, half a pair).
+(its ``receive`` a bound method of a fresh object with uvicorn's ``disconnected`` flag that
+keeps the scope, as uvicorn's request cycle is and does: so a reference cycle through the scope
+would show here as it does over HTTP).  The floor is ``benchmarks/floor.py``'s bare Starlette
+app with the same routes and answers.  workstate is measured whole (``server.app``: the
+harness's middleware), then with its outer layers peeled off one at a time: the body limits
+(``RequestLimits``) and the dispatch of the work API's calls with the core call under it
+(``Dispatch``).  A layer's cost is the difference between two rows.  (The whole app answers a
+bodiless call in the harness's middleware, without the two layers below it; the inner rows
+measure those layers, which a call with a body still takes.)  Each figure is the best of
+``--rounds`` runs of ``--requests`` requests (wall clock per request; a poll+ack row is per
+request, half a pair).
 
 These are hot-loop costs: over HTTP the same Python code shares the CPU's caches with uvicorn's
 parser and the event loop, and costs about 1.5-2x as much (compare ``benchmarks/server.py``'s
@@ -45,7 +47,11 @@ ENV = "env_layers"
 
 
 class Cycle:
-    """Stands for uvicorn's request cycle: ``receive`` is its bound method."""
+    """Stands for uvicorn's request cycle: ``receive`` is its bound method, and it keeps the
+    scope."""
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scope = scope
 
     disconnected = False
 
@@ -107,7 +113,6 @@ async def measure(args: argparse.Namespace) -> list[str]:
         "get": first.to_json(),
     }
     floor_app = floor.build(samples, floor.renderer("orjson" if args.orjson else "json"))
-    receive = Cycle().receive
     last: list[dict[str, Any]] = [{}]
 
     async def send(message: dict[str, Any]) -> None:
@@ -115,21 +120,25 @@ async def measure(args: argparse.Namespace) -> list[str]:
 
     base = f"/v1/environments/{ENV}/work"
 
+    async def call(app: App, method: str, path: str) -> None:
+        request = scope(method, path)
+        await app(request, Cycle(request).receive, send)
+
     async def run(app: App, scenario: str) -> float:
         best = float("inf")
         for _ in range(args.rounds):
             begun = time.perf_counter()
             for i in range(args.requests):
                 if scenario == "heartbeat":
-                    await app(scope("POST", f"{base}/{ids[i % 100]}/heartbeat"), receive, send)
+                    await call(app, "POST", f"{base}/{ids[i % 100]}/heartbeat")
                 elif scenario == "get":
-                    await app(scope("GET", f"{base}/{ids[i % 100]}"), receive, send)
+                    await call(app, "GET", f"{base}/{ids[i % 100]}")
                 else:
-                    await app(scope("GET", f"{base}/poll"), receive, send)
+                    await call(app, "GET", f"{base}/poll")
                     body = last[0]["body"]
                     delivered = app is not floor_app and body != b"null"
                     work_id = json.loads(body)["id"] if delivered else ids[0]
-                    await app(scope("POST", f"{base}/{work_id}/ack"), receive, send)
+                    await call(app, "POST", f"{base}/{work_id}/ack")
             per = (time.perf_counter() - begun) / args.requests * 1e6
             best = min(best, per / 2 if scenario == "poll_ack" else per)
         return best
