@@ -523,3 +523,59 @@ def test_requests_over_http_leave_no_request_cycles_for_the_collector() -> None:
         finally:
             gc.enable()
     assert left <= 1  # (at most the connection's current one)
+
+
+_MAPPED_PROBE = """
+import ctypes, sys
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+
+def mapped(size):  # whether malloc maps a fresh block of this size (freeing it after)
+    before = libc.mallinfo2().hblks
+    block = bytes(size)
+    now = libc.mallinfo2().hblks
+    del block
+    return now > before
+
+from workstate.server import _cli
+
+first = mapped(3 << 20)  # (if mapped, this raises the threshold to 3 MiB itself)
+if "fix" in sys.argv:
+    _cli._reads_from_the_heap()
+print(first, mapped(7 << 19))  # 3.5 MiB: from the heap only with a threshold above it
+"""
+
+
+def test_serve_raises_glibcs_mapping_threshold_so_reads_come_from_the_heap() -> None:
+    """A fresh process maps a 3.5 MiB block; after ``_reads_from_the_heap`` it does not, and
+    neither would it a 256 KiB read buffer: glibc's threshold is then 4 MiB."""
+    import ctypes
+    import os
+    import subprocess
+
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):  # no confstr, or no such name here
+        libc = ""
+    if not libc.startswith("glibc"):
+        pytest.skip("glibc's malloc only")
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("glibc before 2.33 has no mallinfo2")
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _MAPPED_PROBE, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert run() == "True True"  # without it: mapped, both times
+    assert run("fix") == "True False"
