@@ -21,7 +21,8 @@ with one thread and 1, 10 and 100 connections, driving Lua scripts from ``benchm
 
 Rounds alternate which server goes first; every figure is the median over rounds.  Printed per
 stack, scenario and connection count: requests/s, p50/p99/max latency, server CPU per request
-(``/proc/<pid>/stat`` utime+stime over the run), the server core's busy share (the floor near
+(``/proc/<pid>/stat`` utime+stime over the run) and page faults per request (its minflt), the
+server core's busy share (the floor near
 100% shows the server, not wrk, is the bottleneck; wrk's own CPU share is printed too) and the
 workstate/floor ratios.  With ``--peel`` a third server runs in the same rounds,
 ``benchmarks/unharnessed.py`` (``serve`` without the harness's middleware), and a second table
@@ -75,11 +76,20 @@ STACKS: dict[str, dict[str, Any]] = {
 
 
 # ------------------------------------------------------------------------------ processes
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()  # from field 3 (state) on
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid``."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def minor_faults(pid: int) -> int:
+    """Page faults of process ``pid`` served without I/O (a fresh page of memory, say)."""
+    return int(_stat(pid)[7])
 
 
 def free_port() -> int:
@@ -197,12 +207,14 @@ def wrk(
         "--timeout", "30s", "-s", str(WRK_DIR / script), f"http://127.0.0.1:{port}", "--", *args,
     ]  # fmt: skip
     before = cpu_seconds(pid) if pid else 0.0
+    faults = minor_faults(pid) if pid else 0
     children = os.times()
     begin = time.monotonic()
     out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True).stdout
     elapsed = time.monotonic() - begin
     after = os.times()
     server_cpu = (cpu_seconds(pid) - before) if pid else 0.0
+    faults = (minor_faults(pid) - faults) if pid else 0
     wrk_cpu = (after.children_user - children.children_user) + (
         after.children_system - children.children_system
     )
@@ -213,6 +225,8 @@ def wrk(
         "max": _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
         "server_cpu_us": server_cpu / max(requests, 1) * 1e6,
         "server_busy": server_cpu / elapsed,
+        # (A server that maps fresh memory for a request shows here: see docs/performance.md.)
+        "faults_per_request": faults / max(requests, 1),
         "wrk_busy": wrk_cpu / elapsed,
         "errors": _errors(out),
     }
@@ -309,6 +323,7 @@ def progress(
     print(
         f"  [{stack} {scenario} c={level} round {round_ + 1} {who}] {r['rate']:.0f} req/s, "
         f"p99 {r['p99']:.2f} ms, server {r['server_cpu_us']:.0f} µs/req, "
+        f"{r['faults_per_request']:.1f} page faults/req, "
         f"busy {r['server_busy']:.0%}, wrk {r['wrk_busy']:.0%}"
         + (f", EMPTY POLLS {r['empty']}" if r.get("empty") else "")
         + (f", ERRORS {r['errors']}" if r["errors"] else ""),
@@ -327,9 +342,9 @@ def report(stack: Stack) -> list[str]:
         f"floor `{' '.join(STACKS[stack.name]['floor'])}`)",
         "",
         "| scenario | conns | floor req/s | workstate req/s | **ratio** | p50 ms floor / ws "
-        "| p99 ms floor / ws | max ms floor / ws | server µs/req floor / ws | server core busy "
-        "floor / ws | wrk busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 ms floor / ws | max ms floor / ws | server µs/req floor / ws | page faults/req "
+        "floor / ws | server core busy floor / ws | wrk busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in stack.args.scenarios:
         for level in stack.args.connections:
@@ -345,6 +360,7 @@ def report(stack: Stack) -> list[str]:
                 f"| {median(f, 'p99'):.2f} / {median(w, 'p99'):.2f} "
                 f"| {median(f, 'max'):.1f} / {median(w, 'max'):.1f} "
                 f"| {median(f, 'server_cpu_us'):.0f} / {median(w, 'server_cpu_us'):.0f} "
+                f"| {median(f, 'faults_per_request'):.1f} / {median(w, 'faults_per_request'):.1f} "
                 f"| {median(f, 'server_busy'):.0%} / {median(w, 'server_busy'):.0%} "
                 f"| {median(f + w, 'wrk_busy'):.0%} |"
             )
