@@ -184,12 +184,12 @@ def _reads_from_the_heap() -> None:
     Whether the heap had room depended on what start-up happened to allocate and free: in 10
     of 21 ``serve`` runs under wrk every other request paid for it, 15-25 µs a request on
     the plain stack (the floor and the server without the harness never did; none of 16
-    runs since this).  glibc
-    raises its threshold to the size of a mapped block when one is freed (up to 32 MiB), and
-    then extends its heap instead and keeps up to twice that free at its top: so one block of
-    4 MiB, mapped and freed here, makes the reads come from the heap from then on.  (``bytes``
-    asks for zeroed memory, which a fresh mapping is: no page is touched.)  Other allocators
-    are not affected.
+    runs since this).  glibc raises its threshold to the size of a mapped block when one is
+    freed (up to 32 MiB), and then extends its heap instead and keeps up to twice that free at
+    its top: so one block of 4 MiB, mapped and freed here, makes the reads come from the heap
+    from then on.  (``bytes`` asks for zeroed memory, which a fresh mapping is: no page is
+    touched.)  Other allocators are not affected; uvloop (the fast stack) reads into a buffer
+    of its own.
     """
     block = bytes(4 << 20)
     del block
