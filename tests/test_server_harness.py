@@ -634,6 +634,17 @@ def test_a_journal_is_checked_under_the_profile_it_was_served_with(
 
 
 @pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
+def test_a_journal_on_standard_input_is_checked_under_its_header_too(
+    short_lease_journal: pathlib.Path, monkeypatch: pytest.MonkeyPatch, history: bool
+) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(short_lease_journal.read_text()))
+    assert workstate_main(["check", "--history", "-"] if history else ["check", "-"]) == 0
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
 def test_ttl_flags_apply_over_the_journals_profile(
     short_lease_journal: pathlib.Path, capsys: pytest.CaptureFixture[str], history: bool
 ) -> None:
