@@ -1203,9 +1203,9 @@ def main(argv: Sequence[str]) -> int:
 
 def _read(
     stream: Iterable[str], name: str, args: argparse.Namespace, lines: list[int]
-) -> tuple[TraceChecker, str | None]:
-    """Feed every line of ``stream`` to a checker under the profile of ``args``; returns it
-    and a complaint about unreadable input, or None.
+) -> tuple[TraceChecker | None, str | None]:
+    """Feed every line of ``stream`` to a checker under the profile of ``args``; returns it,
+    or None and a complaint about unreadable input.
 
     A request journal of the mock server (lines with ``seq`` and ``operation``) is turned
     into its trace records first (:func:`journal_trace_records`); each record's line is the
@@ -1221,14 +1221,14 @@ def _read(
         try:
             record = json.loads(line)
         except ValueError as exc:
-            return _checker(args, None), f"{name}:{number}: invalid JSON: {exc}"
+            return None, f"{name}:{number}: invalid JSON: {exc}"
         if checker is None:
             recorded = None
             if is_journal_header(record):
                 try:
                     recorded = journal_profile(record)
                 except ProfileOptionError as exc:
-                    return _checker(args, None), f"{name}:{number}: {exc}"
+                    return None, f"{name}:{number}: {exc}"
             checker = _checker(args, recorded)
             if recorded is not None:
                 continue
