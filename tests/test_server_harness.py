@@ -590,6 +590,12 @@ def test_serve_takes_a_seed_faults_and_a_journal_file(
     assert workstate_main(["check", str(path)]) == 0
 
 
+@pytest.fixture(params=[["check"], ["check", "--history"]], ids=["check", "check --history"])
+def check(request: pytest.FixtureRequest) -> list[str]:
+    """Each of the two checkers that read a journal: the trace's and the history's."""
+    return list(request.param)
+
+
 @pytest.fixture
 def short_lease_journal(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> pathlib.Path:
     """The journal of ``serve --default-ttl 4``: an item created, polled, acked, heartbeated
@@ -609,14 +615,12 @@ def short_lease_journal(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path)
     return path
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
 def test_a_journal_is_checked_under_the_profile_it_was_served_with(
     short_lease_journal: pathlib.Path,
     tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
-    history: bool,
+    check: list[str],
 ) -> None:
-    check = ["check", "--history"] if history else ["check"]
     path = str(short_lease_journal)
     header = json.loads(short_lease_journal.read_text().splitlines()[0])
     assert header["profile"]["default_ttl_seconds"] == 4
@@ -633,22 +637,19 @@ def test_a_journal_is_checked_under_the_profile_it_was_served_with(
     assert workstate_main([*check, str(bare), "--default-ttl", "4"]) == 0
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
 def test_a_journal_on_standard_input_is_checked_under_its_header_too(
-    short_lease_journal: pathlib.Path, monkeypatch: pytest.MonkeyPatch, history: bool
+    short_lease_journal: pathlib.Path, monkeypatch: pytest.MonkeyPatch, check: list[str]
 ) -> None:
     import io
     import sys
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(short_lease_journal.read_text()))
-    assert workstate_main(["check", "--history", "-"] if history else ["check", "-"]) == 0
+    assert workstate_main([*check, "-"]) == 0
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
 def test_ttl_flags_apply_over_the_journals_profile(
-    short_lease_journal: pathlib.Path, capsys: pytest.CaptureFixture[str], history: bool
+    short_lease_journal: pathlib.Path, capsys: pytest.CaptureFixture[str], check: list[str]
 ) -> None:
-    check = ["check", "--history"] if history else ["check"]
     path = str(short_lease_journal)
     # --max-ttl over the recorded profile (default 4, min 4): still a valid profile, still ok,
     # and --max-ttl 5, which over the shipped default of 120 s would be no profile at all.
@@ -660,7 +661,6 @@ def test_ttl_flags_apply_over_the_journals_profile(
     assert "--min-ttl 10" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
 @pytest.mark.parametrize(
     ("header", "words"),
     [
@@ -683,11 +683,10 @@ def test_a_journal_header_that_names_no_profile_is_refused(
     short_lease_journal: pathlib.Path,
     tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
-    history: bool,
+    check: list[str],
     header: dict[str, Any],
     words: str,
 ) -> None:
-    check = ["check", "--history"] if history else ["check"]
     entries = short_lease_journal.read_text().splitlines()[1:]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join([json.dumps(header), *entries]) + "\n")
@@ -697,18 +696,16 @@ def test_a_journal_header_that_names_no_profile_is_refused(
     assert "bad.jsonl:1" in err or "line 1" in err
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["check", "check --history"])
 def test_a_journal_of_no_requests_is_its_header_and_checks(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
-    history: bool,
+    check: list[str],
 ) -> None:
     record_serve(monkeypatch)
     path = tmp_path / "journal.jsonl"
     assert _cli.main(["--port", "0", "--journal", str(path)]) == 0
     assert len(path.read_text().splitlines()) == 1
-    check = ["check", "--history"] if history else ["check"]
     assert workstate_main([*check, str(path)]) == 0
 
 
