@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor
 
 from workstate.server import MockServer
-from workstate.server._render import use_orjson
+from workstate.server._render import render_work, use_orjson
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 ENV = "env_layers"
@@ -107,7 +107,7 @@ async def measure(args: argparse.Namespace) -> list[str]:
         ids.append(work.id)
     first = env.get(ids[0], server.now())
     samples = {
-        "poll": json.loads(json.dumps(server.sessions.delivery_json(first, "http://x"))),
+        "poll": json.loads(render_work(first, server.sessions.delivery_secret(first, "http://x"))),
         "ack": first.to_json(),
         "heartbeat": env.heartbeat(ids[1], server.now()).to_json(),
         "get": first.to_json(),

@@ -241,7 +241,7 @@ def test_the_same_seed_mints_the_same_tokens() -> None:
     for _ in range(2):
         mock = MockServer(clock=ManualClock(T0), seed=42)
         work = mock.create_work("env_seeded")
-        tokens.append(decode(mock.sessions.delivery_json(work, "http://x")["secret"]))
+        tokens.append(decode(mock.sessions.delivery_secret(work, "http://x")))
     assert tokens[0] == tokens[1]
 
 
@@ -477,7 +477,7 @@ def test_a_minted_secret_is_the_json_the_sdk_reads(base_url: str) -> None:
         delivered = env.poll(server.now())
         assert delivered is not None
         assert delivered.id == work.id
-        secret = server.sessions.delivery_json(delivered, base_url)["secret"]
+        secret = server.sessions.delivery_secret(delivered, base_url)
     raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4)).decode()
     token = json.loads(raw)["sessions_token"]
     assert raw == json.dumps({"sessions_token": token, "api_base_url": base_url})

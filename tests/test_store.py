@@ -897,7 +897,7 @@ def test_a_restarted_seeded_server_mints_new_tokens_and_keeps_its_ids(path: Path
             env, now = server._touch(ENV)
             work = env.poll(now)
             assert work is not None
-            return str(server.sessions.delivery_json(work, "http://mock")["secret"])
+            return str(server.sessions.delivery_secret(work, "http://mock"))
 
     mock = MockServer(state=path, clock=ManualClock(T0), seed=7)
     mock.create_work(ENV)

@@ -101,7 +101,7 @@ from workstate.server._limits import (
     uvicorn_options,
 )
 from workstate.server._query import int_query
-from workstate.server._render import JSONResponse, render_json, scope_request_id
+from workstate.server._render import JSONResponse, render_json, render_work, scope_request_id
 from workstate.server._session_api import SessionHub
 from workstate.server._sessions import Session
 from workstate.server._store import CommittingLock, MemoryStore, StateKeeper, Store
@@ -568,7 +568,7 @@ class MockServer:
                         now, worker_id=worker_id, reclaim_older_than_ms=reclaim, block_ms=block_ms
                     )
                 if work is not None:
-                    return render_json(self.sessions.delivery_json(work, call.base_url))
+                    return render_work(work, self.sessions.delivery_secret(work, call.base_url))
                 loop = asyncio.get_running_loop()
                 if deadline is None:
                     deadline = loop.time() + (block_ms or 0) / 1000
@@ -596,7 +596,7 @@ class MockServer:
         with self.lock:
             env, now = self._touch(call.environment_id, create=False)
             work = env.ack(work_id, now, worker_id=worker_id)
-        return render_json(work.to_json())
+        return render_work(work)
 
     async def _heartbeat(self, call: Call) -> bytes:
         work_id = _work_id(call)
@@ -621,7 +621,7 @@ class MockServer:
         if self.profile.stop_response is StopResponse.NO_CONTENT:
             self.harness.note_unshown_item(work)  # the journal still records what it did
             return None  # 204: what the deployed API answers (divergences.md)
-        return render_json(work.to_json())
+        return render_work(work)
 
     async def _item(self, call: Call) -> bytes:
         # One route for both methods, so that a wrong method's 405 lists both in Allow.
@@ -634,7 +634,7 @@ class MockServer:
         with self.lock:
             env, now = self._touch(call.environment_id, create=False)
             work = env.get(work_id, now)
-        return render_json(work.to_json())
+        return render_work(work)
 
     async def _update(self, call: Call) -> bytes:
         work_id = _work_id(call)
@@ -645,7 +645,7 @@ class MockServer:
         with self.lock:
             env, now = self._touch(call.environment_id, create=False)
             work = env.update_metadata(work_id, now, patch)
-        return render_json(work.to_json())
+        return render_work(work)
 
     async def _list(self, call: Call) -> bytes:
         limit = int_query(call, "limit")
@@ -675,7 +675,7 @@ class MockServer:
             work_id=body.get("work_id"),
             session=body.get("session"),
         )
-        return render_json(work.to_json())
+        return render_work(work)
 
     async def _mock_clock(self, request: Request) -> Response:
         if request.method != "POST":  # GET, and the HEAD Starlette adds to it

@@ -41,9 +41,8 @@ import functools
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import attrs
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -84,9 +83,9 @@ def _token_paths() -> tuple[re.Pattern[str], re.Pattern[str]]:
 _Parsed = tuple[SessionStatus, tuple[Step, ...]]
 
 
-@attrs.frozen
-class _Grant:
-    """What one sessions token authorizes: one item and its session."""
+class _Grant(NamedTuple):
+    """What one sessions token authorizes: one item and its session.  (A tuple of three
+    strings: one is kept for every delivery, and the collector stops walking such tuples.)"""
 
     environment_id: str
     work_id: str
@@ -172,22 +171,20 @@ class SessionHub:
             )
         return session
 
-    def delivery_json(self, work: Work, base_url: str) -> dict[str, Any]:
-        """A poll's answer for ``work``: with a minted secret unless the item has its own."""
-        body = work.to_json(include_secret=True)
-        if work.body.secret is None:
-            token = f"sesstok_{self._server._random.getrandbits(160):040x}"
-            grant = _Grant(work.body.environment_id, work.id, work.body.data.id)
-            self._grants[token] = grant
-            # The fields by hand: attrs.astuple's generic walk cost ~2 us a poll, for a record
-            # that only a state file keeps.
-            record = (grant.environment_id, grant.work_id, grant.session_id)
-            self._server._keeper.put("session_token", token, record)
-            # json.dumps({"sessions_token": token, "api_base_url": base_url}), with the URL
-            # quoted once per base URL (the token is hex: it needs no quoting).
-            payload = f'{{"sessions_token": "{token}", "api_base_url": {_quoted(base_url)}}}'
-            body["secret"] = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-        return body
+    def delivery_secret(self, work: Work, base_url: str) -> str | None:
+        """The ``secret`` a poll's answer for ``work`` carries: the item's own, or a minted one
+        (a sessions token for the item, with the server's base URL)."""
+        secret = work.body.secret
+        if secret is not None:
+            return secret
+        token = f"sesstok_{self._server._random.getrandbits(160):040x}"
+        grant = _Grant(work.body.environment_id, work.id, work.body.data.id)
+        self._grants[token] = grant
+        self._server._keeper.put("session_token", token, grant)  # (its record: the tuple)
+        # json.dumps({"sessions_token": token, "api_base_url": base_url}), with the URL
+        # quoted once per base URL (the token is hex: it needs no quoting).
+        payload = f'{{"sessions_token": "{token}", "api_base_url": {_quoted(base_url)}}}'
+        return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
     def token_allows(self, headers: Headers, path: str) -> bool:
         """Whether the request's Bearer is a sessions token whose item ``path`` belongs to."""
