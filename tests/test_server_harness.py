@@ -437,6 +437,31 @@ def test_every_journal_field_of_a_whole_life(http: httpx2.Client) -> None:
     assert all(e["error"] is None for e in entries if e is not bad_stop)
 
 
+def test_a_heartbeats_entry_says_what_it_did_from_the_state_before_it(
+    http: httpx2.Client,
+) -> None:
+    # (The journal keeps a heartbeat's state before the call, not its record.)
+    work_id = queue(http)
+    http.get(W + "/poll")
+    http.post(f"{W}/{work_id}/ack")
+    first = http.post(f"{W}/{work_id}/heartbeat").json()
+    http.post(f"{W}/{work_id}/heartbeat")
+    stale = {"expected_last_heartbeat": NO_HEARTBEAT}
+    refused = http.post(f"{W}/{work_id}/heartbeat", params=stale)
+    assert refused.status_code == 412
+    http.post("/v1/environments/env_other/work/work_none/heartbeat")  # 404: nothing before
+    beats = journal(http, operation="heartbeat")
+    assert [(e["applied"], e["move"]) for e in beats] == [
+        (True, {"from": "starting", "to": "active"}),
+        (True, {"from": "active", "to": "active"}),
+        (False, None),
+        (False, None),
+    ]
+    assert [e["error"] and e["error"]["status"] for e in beats] == [None, None, 412, 404]
+    assert beats[1]["query"] == {}
+    assert first["lease_extended"] is True
+
+
 def test_a_refusal_names_the_rule_in_the_error(http: httpx2.Client) -> None:
     work_id = queue(http)
     r = http.post(f"{W}/{work_id}/heartbeat", params={"expected_last_heartbeat": NO_HEARTBEAT})

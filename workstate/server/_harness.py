@@ -61,6 +61,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from workstate._environment import Environment
 from workstate._errors import InvalidInputError, NotFoundError, WorkstateError
 from workstate._profile import profile_to_mapping
+from workstate._table import State
 from workstate._time import format_time
 from workstate._work import Work
 from workstate.server._auth import allowed
@@ -247,7 +248,14 @@ class Harness:
         if work_id is not None:
             # (``now`` is begun: the server applied a slice of expiries at it just now, or the
             # environment is a new, empty one that no peek finds anything in)
-            call.before = env._peek(work_id, now)
+            before = env._peek(work_id, now)
+            if before is not None and call.facts.operation == "heartbeat":
+                # A heartbeat's outcome needs only the item's state before it (its answer says
+                # whether the lease was extended): the entry keeps that, not the record, which
+                # the core is about to replace (~330 bytes and a tracked object a heartbeat).
+                call.before = before.state
+            else:
+                call.before = before
 
     def note_unshown_item(self, work: Work) -> None:
         """Called by the server when it answers a call on ``work`` with no body (a 204 stop):
@@ -604,7 +612,7 @@ class Exchange:
         # Noted by the server while the core serves the request (Harness.note_core_call).
         self.now: _dt.datetime | None = None  # the time handed to the core
         self.core_seq: int | None = None
-        self.before: Work | None = None
+        self.before: Work | State | None = None  # (a heartbeat's: the state alone)
         self.after: Work | None = None  # the item, when the answer carries none (a 204 stop)
 
     @property
@@ -691,7 +699,12 @@ class Exchange:
         status, sent, rule = self.status, self.sent, self.rule
         response = decode_body(bytes(self.answer)) if status is not None else None
         item = self.after.to_json() if status == 204 and self.after is not None else None
-        before = None if self.before is None else self.before.to_json()
+        kept = self.before
+        before: dict[str, Any] | None = None
+        if isinstance(kept, State):
+            before = {"state": kept.value}  # (a heartbeat's: all its outcome reads)
+        elif kept is not None:
+            before = kept.to_json()
         applied, move, error = _outcome(operation, before, status, response, item)
         if work_id is None and operation in ("poll", "create") and isinstance(response, dict):
             found = response.get("id")
