@@ -18,9 +18,9 @@ classifies requests and builds journal entries); this module is the ASGI glue ar
    and capture as its channels; the server's :class:`~workstate.server._dispatch.Application`
    answers a bodiless work-API call itself, through :meth:`Exchange.respond`) with a context
    (a :class:`contextvars.ContextVar`) in which the server notes, under its lock, the time it
-   hands to the core, the order of the core call (``core_seq``) and the item as it stood
-   (:meth:`Harness.note_core_call`); an exception raised before the answer begins becomes a
-   500 envelope;
+   hands to the core, the order of the core call (``core_seq``) and the item as it stood (a
+   heartbeat's state alone: :meth:`Harness.note_core_call`); an exception raised before the
+   answer begins becomes a 500 envelope;
 4. puts the ``request-id`` header on every answer, and records the journal entry: the
    request, the answer it captured on the way out, and what the call did
    (:func:`~workstate.server._journal.outcome`).
