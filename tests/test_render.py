@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from workstate import Work
 from workstate.server import MockServer, _render
 from workstate.server._render import render_json, render_work
-from workstate.testing import profiles, works
+from workstate.testing import Run, profiles, runs, works
 
 
 @contextlib.contextmanager
@@ -47,6 +47,16 @@ def test_an_item_renders_as_its_json_does(orjson: bool, data: st.DataObject) -> 
         assert render_work(work) == render_json(work.to_json())
         # (A second time from the parts kept for its body.)
         assert render_work(work) == render_json(work.to_json())
+
+
+@BOTH
+@given(run=st.one_of(runs(), profiles().flatmap(runs)))
+def test_every_record_of_an_item_renders_as_its_json_does(orjson: bool, run: Run) -> None:
+    # The first record is rendered whole and its body's parts kept; the later records of the
+    # same body (other states, other times) are rendered from those parts.
+    with rendering(orjson):
+        for work in [run.start, *(step.work for step in run.replay())]:
+            assert render_work(work) == render_json(work.to_json())
 
 
 @BOTH
@@ -118,3 +128,4 @@ def test_text_no_utf_8_holds_still_renders_as_valid_json(renderer: None) -> None
     work: Work = server.create_work("env_a")
     odd = attrs.evolve(work, body=attrs.evolve(work.body, metadata={"k": "\ud800"}))
     assert json.loads(render_work(odd)) == odd.to_json()
+    assert json.loads(render_work(odd)) == odd.to_json()  # (from the kept parts)
