@@ -336,15 +336,23 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
 
+def spread(floor: list[dict[str, Any]], other: list[dict[str, Any]]) -> str:
+    """The lowest and highest of the rounds' own ratios (each round's runs are back to back):
+    how far the host moved the ratio in this run."""
+    ratios = [o["rate"] / f["rate"] for f, o in zip(floor, other, strict=True)]
+    return f"{min(ratios):.2f}–{max(ratios):.2f}"
+
+
 def report(stack: Stack) -> list[str]:
     lines = [
         f"\n### stack {stack.name} (`serve {' '.join(STACKS[stack.name]['serve'])}`; "
         f"floor `{' '.join(STACKS[stack.name]['floor'])}`)",
         "",
-        "| scenario | conns | floor req/s | workstate req/s | **ratio** | p50 ms floor / ws "
+        "| scenario | conns | floor req/s | workstate req/s | **ratio** | rounds' ratios "
+        "| p50 ms floor / ws "
         "| p99 ms floor / ws | max ms floor / ws | server µs/req floor / ws | page faults/req "
         "floor / ws | server core busy floor / ws | wrk busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in stack.args.scenarios:
         for level in stack.args.connections:
@@ -355,7 +363,7 @@ def report(stack: Stack) -> list[str]:
                 flag = " (!)"
             lines.append(
                 f"| {scenario} | {level} | {median(f, 'rate'):,.0f} | {median(w, 'rate'):,.0f} "
-                f"| **{median(w, 'rate') / median(f, 'rate'):.2f}**{flag} "
+                f"| **{median(w, 'rate') / median(f, 'rate'):.2f}**{flag} | {spread(f, w)} "
                 f"| {median(f, 'p50'):.2f} / {median(w, 'p50'):.2f} "
                 f"| {median(f, 'p99'):.2f} / {median(w, 'p99'):.2f} "
                 f"| {median(f, 'max'):.1f} / {median(w, 'max'):.1f} "
@@ -377,9 +385,9 @@ def peeled(stack: Stack) -> list[str]:
         "Without the harness's middleware (`benchmarks/unharnessed.py`: no request ids, fault "
         "rules, API key check or journal):",
         "",
-        "| scenario | conns | unharnessed req/s | **ratio to floor** | ratio with the harness "
-        "| server µs/req floor / unharnessed / ws | harness µs/req |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | conns | unharnessed req/s | **ratio to floor** | rounds' ratios "
+        "| ratio with the harness | server µs/req floor / unharnessed / ws | harness µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in stack.args.scenarios:
         for level in stack.args.connections:
@@ -388,7 +396,8 @@ def peeled(stack: Stack) -> list[str]:
             flag = " (!)" if any(r.get("empty") or r["errors"] for r in u) else ""
             lines.append(
                 f"| {scenario} | {level} | {median(u, 'rate'):,.0f} "
-                f"| **{median(u, 'rate') / rate:.2f}**{flag} | {median(w, 'rate') / rate:.2f} "
+                f"| **{median(u, 'rate') / rate:.2f}**{flag} | {spread(f, u)} "
+                f"| {median(w, 'rate') / rate:.2f} "
                 f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | {cpu[2] - cpu[1]:.0f} |"
             )
     return lines
