@@ -42,7 +42,7 @@ application first reads the body or starts its answer, so a ``GET .../poll`` wit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -137,20 +137,24 @@ def envelope_bytes(error: WorkstateError, request_id: str | None) -> bytes:
     return render_json(error.to_json(request_id=request_id))
 
 
-def _measure(scope: Scope) -> tuple[int | None, bool, int]:
-    """The declared content-length (None if absent or no number, which h11 refuses before we
-    see it), whether the body is chunked, and about the size of the request line and headers
-    as sent (h11 bounds a head only while it is incomplete; one that arrives at once can be
-    larger)."""
-    declared = None
-    chunked = False
-    headers = scope.get("headers", ())
-    size = (
+def _line_size(scope: Scope, headers: Sequence[tuple[bytes, bytes]]) -> int:
+    """The size of the request line and of each header's separators: a head's size is this
+    and its headers' names and values."""
+    return (
         len(scope.get("raw_path", b""))
         + len(scope.get("query_string", b""))
         + 16
         + 4 * len(headers)  # ": " and CRLF per header
     )
+
+
+def _measure(scope: Scope) -> tuple[int | None, int]:
+    """The declared content-length (None if absent or no number, which h11 refuses before we
+    see it), and about the size of the request line and headers as sent (h11 bounds a head
+    only while it is incomplete; one that arrives at once can be larger)."""
+    declared = None
+    headers = scope.get("headers", ())
+    size = _line_size(scope, headers)
     for name, value in headers:
         size += len(name) + len(value)
         if name == b"content-length":
@@ -158,39 +162,21 @@ def _measure(scope: Scope) -> tuple[int | None, bool, int]:
                 declared = int(value)
             except ValueError:
                 declared = None
-        elif name == b"transfer-encoding":
-            chunked = True
-    return declared, chunked, size
-
-
-def _unbounded(
-    declared: int | None, chunked: bool, head: int, scope: Scope, limits: Limits
-) -> bool:
-    # HTTP/1 without a length or chunking has no body.  (Other ASGI servers, HTTP/2 ones say,
-    # may stream a body with neither header.)
-    return (
-        not chunked
-        and not declared
-        and head <= limits.max_header_bytes
-        and scope.get("http_version") in ("1.0", "1.1")
-    )
+    return declared, size
 
 
 def within_limits(scope: Scope, limits: Limits) -> bool:
     """Whether :class:`RequestLimits` has nothing to bound in this request: it has no body
     and its head is within :attr:`Limits.max_header_bytes`.
 
-    :func:`_measure` and :func:`_unbounded` in one pass, for every direct call: it stops at
-    the first sign of a body (``tests/test_dispatch.py`` checks the two agree)."""
+    One pass that stops at the first sign of a body (``tests/test_dispatch.py`` checks it
+    against :func:`_measure`).  HTTP/1 without a length or chunking has no body; other ASGI
+    servers (HTTP/2 ones, say) may stream a body with neither header, so only HTTP/1 is
+    unbounded here."""
     if scope.get("http_version") not in ("1.0", "1.1"):
         return False
     headers = scope.get("headers", ())
-    size = (
-        len(scope.get("raw_path", b""))
-        + len(scope.get("query_string", b""))
-        + 16
-        + 4 * len(headers)
-    )
+    size = _line_size(scope, headers)
     for name, value in headers:
         if name == b"content-length":
             try:
@@ -216,13 +202,13 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         limits = self.limits
-        limit = limits.max_body_bytes
-        declared, chunked, head = _measure(scope)
-        if _unbounded(declared, chunked, head, scope, limits):
+        if within_limits(scope, limits):
             # The common case (every SDK call but a stop or a metadata update) pays for no
             # wrapper.
             await self.app(scope, receive, send)
             return
+        limit = limits.max_body_bytes
+        declared, head = _measure(scope)
         timeout = limits.read_timeout
         error: WorkstateError | None = None
         if head > limits.max_header_bytes:
