@@ -18,9 +18,9 @@ classifies requests and builds journal entries); this module is the ASGI glue ar
    and capture as its channels; the server's :class:`~workstate.server._dispatch.Application`
    answers a bodiless work-API call itself, through :meth:`Exchange.respond`) with a context
    (a :class:`contextvars.ContextVar`) in which the server notes, under its lock, the time it
-   hands to the core, the order of the core call (``core_seq``) and the item as it stood (a
-   heartbeat's state alone: :meth:`Harness.note_core_call`); an exception raised before the
-   answer begins becomes a 500 envelope;
+   hands to the core, the order of the core call (``core_seq``) and the item as it stood (its
+   state alone, unless the call's outcome compares records: :meth:`Harness.note_core_call`);
+   an exception raised before the answer begins becomes a 500 envelope;
 4. puts the ``request-id`` header on every answer, and records the journal entry: the
    request, the answer it captured on the way out, and what the call did
    (:func:`~workstate.server._journal.outcome`).
@@ -66,7 +66,7 @@ from workstate._time import format_time
 from workstate._work import Work
 from workstate.server._auth import allowed
 from workstate.server._disconnect import forget_cycle, note_cycle
-from workstate.server._journal import OPERATIONS, Journal, classify, decode_body
+from workstate.server._journal import COMPARED, OPERATIONS, Journal, classify, decode_body
 from workstate.server._journal import outcome as _outcome
 from workstate.server._render import JSONResponse, json_headers
 
@@ -249,10 +249,10 @@ class Harness:
             # (``now`` is begun: the server applied a slice of expiries at it just now, or the
             # environment is a new, empty one that no peek finds anything in)
             before = env._peek(work_id, now)
-            if before is not None and call.facts.operation == "heartbeat":
-                # A heartbeat's outcome needs only the item's state before it (its answer says
-                # whether the lease was extended): the entry keeps that, not the record, which
-                # the core is about to replace (~330 bytes and a tracked object a heartbeat).
+            if before is not None and call.facts.operation not in COMPARED:
+                # The outcome of a heartbeat (or a get) reads only the item's state before it:
+                # the entry keeps that, not the record, which the core may be about to replace
+                # (~330 bytes and a tracked object a heartbeat).
                 call.before = before.state
             else:
                 call.before = before
@@ -612,7 +612,7 @@ class Exchange:
         # Noted by the server while the core serves the request (Harness.note_core_call).
         self.now: _dt.datetime | None = None  # the time handed to the core
         self.core_seq: int | None = None
-        self.before: Work | State | None = None  # (a heartbeat's: the state alone)
+        self.before: Work | State | None = None  # (the state alone: see note_core_call)
         self.after: Work | None = None  # the item, when the answer carries none (a 204 stop)
 
     @property
@@ -702,7 +702,7 @@ class Exchange:
         kept = self.before
         before: dict[str, Any] | None = None
         if isinstance(kept, State):
-            before = {"state": kept.value}  # (a heartbeat's: all its outcome reads)
+            before = {"state": kept.value}  # (all its outcome reads: see note_core_call)
         elif kept is not None:
             before = kept.to_json()
         applied, move, error = _outcome(operation, before, status, response, item)

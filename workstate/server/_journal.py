@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from workstate.server._journal_entry import JournalEntry
 
 __all__ = [
+    "COMPARED",
     "OPERATIONS",
     "Journal",
     "JournalEntry",
@@ -93,6 +94,10 @@ def __getattr__(name: str) -> object:
 
 _HEAD_AS_GET = {"HEAD": "GET"}
 _ITEM_CALLS = frozenset({"ack", "heartbeat", "stop"})
+
+COMPARED = frozenset({"ack", "stop", "update"})
+"""The operations whose :func:`outcome` compares the item before the call with the item after
+it; the others read at most the state it was in."""
 _NOT_ITEMS = frozenset({"poll", "stats"})  # route names under .../work, never item ids
 
 
@@ -226,7 +231,7 @@ def outcome(
         applied = response.get("type") == "work"
     elif operation == "heartbeat":
         applied = response.get("lease_extended") is True
-    elif operation in ("ack", "stop", "update"):
+    elif operation in COMPARED:
         applied = before is not None and dict(before) != dict(response)
     if not applied:
         return False, None, None
