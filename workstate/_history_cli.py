@@ -94,17 +94,17 @@ def _read(text: str, what: str) -> tuple[History, Profile | None]:
     ``what`` names the input in the message for one with no lines to read ("the file").
     """
     lines = text.splitlines()
-    first = next((line for line in lines if line.strip()), None)
+    # The first line that is not blank, and its number.
+    at, first = next(((n, line) for n, line in enumerate(lines, 1) if line.strip()), (0, None))
     if first is None:
         # Either kind could have been meant: read_history's "no header line" would be news
         # only to a history's author, and a journal with no entries has no calls to check.
         found = "is empty" if not text else "holds only blank lines"
         raise HistoryFormatError(f"{what} {found}; {_EXPECTED}")
     try:
-        head = None if first is None else json.loads(first)
+        head = json.loads(first)
     except ValueError:
         head = None  # read_history names the line and the JSON error
-    at = lines.index(first) + 1  # the line number of the first line that is not blank
     recorded = None
     if is_journal_header(head):
         assert isinstance(head, dict)

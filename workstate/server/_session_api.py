@@ -171,7 +171,7 @@ class SessionHub:
             )
         return session
 
-    def delivery_secret(self, work: Work, base_url: str) -> str | None:
+    def delivery_secret(self, work: Work, base_url: str) -> str:
         """The ``secret`` a poll's answer for ``work`` carries: the item's own, or a minted one
         (a sessions token for the item, with the server's base URL)."""
         secret = work.body.secret
