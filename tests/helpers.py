@@ -79,6 +79,9 @@ def full_state(server: Any) -> Any:
         sessions = (
             dict(hub._sessions),
             dict(hub._grants),
+            {k: sorted(v.items()) for k, v in hub._kept.items()},
+            dict(hub._holders),
+            dict(hub._loose),
             {k: len(v) for k, v in hub._waiters.items()},
         )
         return envs, waiters, sessions, server.clock.now()

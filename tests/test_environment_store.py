@@ -124,6 +124,43 @@ def test_an_age_bound_before_year_one_drops_nothing() -> None:
     assert ids(env, early) == ["work_1"]
 
 
+def test_on_drop_hears_of_each_item_the_bound_drops_once_and_after_it_left() -> None:
+    heard: list[tuple[str, str | None, bool]] = []
+    env: Environment
+
+    def on_drop(work: Any, renewed: Any) -> None:
+        heard.append((work.id, renewed, work.id in env))  # (already out of the index?)
+
+    env = Environment("env_1", retain_stopped=2, retain_stopped_seconds=10, on_drop=on_drop)
+    for i in range(5):
+        env.create(at(i), session_id=f"sesn_{i}", work_id=f"work_{i}")
+        env.stop(f"work_{i}", at(i), force=True)
+    # By count: the bound applies from the next call on, so work_0..work_1 went so far.
+    assert heard == [("work_0", None, False), ("work_1", None, False)]
+    env.get("work_4", at(5))
+    assert [h[0] for h in heard] == ["work_0", "work_1", "work_2"]
+    assert ids(env, at(13) + dt.timedelta(microseconds=1)) == ["work_4"]  # by age: work_3
+    assert heard[-1] == ("work_3", None, False)
+    assert env.expire_due(at(100)) == []
+    assert [h[0] for h in heard] == [f"work_{i}" for i in range(5)]  # each once
+    assert len(env) == 0
+
+
+def test_on_drop_is_not_called_without_a_bound_or_for_live_items() -> None:
+    heard: list[object] = []
+    env = Environment("env_1", retain_stopped=0, on_drop=lambda w, r: heard.append(w))
+    env.create(T0, session_id="sesn_1", work_id="work_1")
+    env.ack("work_1", T0)
+    env.stop("work_1", at(1))  # stopping, not stopped: nothing to drop
+    env.stats(at(2))
+    assert heard == []
+    unbounded = Environment("env_2", on_drop=lambda w, r: heard.append(w))
+    unbounded.create(T0, session_id="sesn_2", work_id="work_2")
+    unbounded.stop("work_2", T0, force=True)
+    unbounded.stats(at(1))
+    assert heard == []
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
@@ -486,6 +523,30 @@ def test_a_fresh_id_lets_the_store_drop_the_old_ids_record() -> None:
     copy = restored(env)
     assert full(copy) == full(env)
     assert copy.poll(at(7), reclaim_older_than_ms=2000) is not None  # the window still counts
+
+
+def test_on_drop_hears_of_an_old_id_with_the_item_under_its_new_one() -> None:
+    heard: list[tuple[str, str | None]] = []
+    env = Environment(
+        "env_1", profile=FRESH_IDS, on_drop=lambda w, r: heard.append((w.id, r and r.id))
+    )
+    first = env.create(T0, session_id="sesn_1")
+    env.poll(T0)
+    again = env.poll(at(5))
+    assert again is not None
+    assert heard == [(first.id, again.id)]
+    # Restored, it keeps telling (an old record's hook is the caller's to give again).
+    copy = Environment.restore(
+        "env_1",
+        now=at(5),
+        state=env.state(),
+        items=env.item_states(),
+        profile=FRESH_IDS,
+        on_drop=lambda w, r: heard.append((w.id, r and r.id)),
+    )
+    third = copy.poll(at(10))
+    assert third is not None
+    assert heard[1:] == [(again.id, third.id)]
 
 
 def test_a_restored_delivery_is_reclaimed_by_the_polls_own_window() -> None:

@@ -726,6 +726,8 @@ def test_any_finite_age_of_zero_or_more_is_a_retention_bound(seconds: float) -> 
          "anthropic", "profile must be a Profile, got str"),
         ({"seed": 1.5}, "seed", "an int, str or bytes", 1.5,
          "seed must be an int, str or bytes, got float"),
+        ({"on_drop": "log"}, "on_drop", "a callable on_drop(work, renewed) or None", "log",
+         "on_drop must be a callable or None, got str"),
     ],
 )  # fmt: skip
 def test_a_bad_profile_or_seed_is_named_whole(

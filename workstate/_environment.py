@@ -77,7 +77,11 @@ than ``retain_stopped_seconds`` ago; a dropped item is gone (``get`` is a 404, a
 never existed).  A call never sees more stopped items than the bound (the ones a call stops
 itself count from the next call on).  Only stopped items go, so no live lease, delivery or
 queue position is ever lost.  Dropping is O(1) per item.  Without a bound (the default) every
-item is kept.
+item is kept.  An ``on_drop`` callback hears of every item the environment lets go of, so an
+adapter that keeps something per item (the mock server's sessions tokens, say) can let it go
+too: ``on_drop(work, None)`` for an item the bound dropped, ``on_drop(work, renewed)`` for one
+that took a fresh id (below; ``renewed`` is the same item under its new id).  It runs inside the
+call, after the item left the indexes, and must not raise.
 
 Changes and restoring.  With ``track_changes=True`` the environment remembers which items a call
 changed, which it dropped, and whether its own bookkeeping (id counter, sequence, pollers)
@@ -313,7 +317,10 @@ class Environment:
     ``retain_stopped`` and ``retain_stopped_seconds`` bound how many stopped items are kept and
     for how long (default: all, for ever); see the module's theory of operation.  With
     ``track_changes`` the environment records what each call changed for
-    :meth:`take_changes`, for a store that writes only that.
+    :meth:`take_changes`, for a store that writes only that.  ``on_drop(work, renewed)`` is
+    told of every item the environment lets go of: ``renewed`` is None for one the retention
+    bound dropped, and the item under its new id for one that took a fresh id (see the
+    module's theory of operation); it runs inside the call and must not raise.
 
     Ids are generated in the API's style (``work_``/``sesn_`` and 24 base-62 characters) by a
     deterministic generator keyed by ``seed`` (default: the environment id), so two runs with
@@ -349,6 +356,7 @@ class Environment:
         retain_stopped: int | None = None,
         retain_stopped_seconds: float | None = None,
         track_changes: bool = False,
+        on_drop: Callable[[Work, Work | None], None] | None = None,
     ) -> None:
         check_id(environment_id, "environment_id", "env_")
         self._retain_count, self._retain_age = check_retention(
@@ -367,6 +375,13 @@ class Environment:
                 key="seed",
                 expected="an int, str or bytes",
                 got=seed,
+            )
+        if on_drop is not None and not callable(on_drop):
+            raise InvalidInputError(
+                f"on_drop must be a callable or None, got {type(on_drop).__name__}",
+                key="on_drop",
+                expected="a callable on_drop(work, renewed) or None",
+                got=on_drop,
             )
         self.environment_id: str = environment_id
         """The environment's id, ``env_...``."""
@@ -392,6 +407,7 @@ class Environment:
         # What changed, for take_changes (None: not tracked).  Few attributes on purpose: past
         # 30, CPython stops sharing instance dict keys, and every attribute read gets slower.
         self._track = _Tracker() if track_changes else None
+        self._on_drop = on_drop
         self._fresh = SeqSet()
         self._queued = SeqSet()
         self._deliveries = SortedKeys()
@@ -817,6 +833,7 @@ class Environment:
         retain_stopped: int | None = None,
         retain_stopped_seconds: float | None = None,
         track_changes: bool = False,
+        on_drop: Callable[[Work, Work | None], None] | None = None,
     ) -> Environment:
         """An environment rebuilt from :meth:`state` and :meth:`item_states` records.
 
@@ -836,6 +853,7 @@ class Environment:
             retain_stopped=retain_stopped,
             retain_stopped_seconds=retain_stopped_seconds,
             track_changes=track_changes,
+            on_drop=on_drop,
         )
         now = ensure_utc(now)
         env._check_state(state, now)
@@ -1127,6 +1145,8 @@ class Environment:
         if track is not None:
             track.items.pop(slot.seq, None)
             track.dropped.append(work_id)
+        if self._on_drop is not None:
+            self._on_drop(slot.work, None)
 
     def _trim_polls(self, now: _dt.datetime) -> int:
         """Forget a few pollers older than 30 s; how many polled in the last 30 s at ``now``.
@@ -1248,7 +1268,7 @@ class Environment:
 
     def _rekey(self, slot: _Slot) -> Work:
         """Give the item a fresh id (the old one leaves the index and answers 404)."""
-        work = slot.work
+        old = work = slot.work
         old_id = work.body.id
         # The environment's own generator, even with an ``id_factory``: the item has already
         # been taken from its index, so nothing here may fail or repeat an id in use.
@@ -1265,6 +1285,8 @@ class Environment:
         if track is not None:
             track.state = True  # the id counter moved
             track.dropped.append(old_id)  # a store keyed by id lets the old one go
+        if self._on_drop is not None:
+            self._on_drop(old, work)
         return work
 
     # ------------------------------------------------------------------ ids and cursors

@@ -403,6 +403,7 @@ class MockServer:
                 retain_stopped=count,
                 retain_stopped_seconds=seconds,
                 track_changes=self._keeper.store.durable,
+                on_drop=self.sessions.item_left,
             )
         return Environment.restore(
             environment_id,
@@ -415,6 +416,7 @@ class MockServer:
             retain_stopped=count,
             retain_stopped_seconds=seconds,
             track_changes=self._keeper.store.durable,
+            on_drop=self.sessions.item_left,
         )
 
     def _touch(

@@ -28,6 +28,15 @@ the calls of that item — its session's ``/v1/sessions/{id}...`` and its own
 ``/v1/environments/{env}/work/{id}...`` — in addition to the server's API key.  An item created
 with a ``secret`` (an opaque string, even ``""``) gets that secret verbatim and no token.
 
+Lifetime.  A session and its tokens live as long as the items that use them.  The hub hears
+of every item an environment lets go of (the environments' ``on_drop``): an item the retention
+bound drops takes its tokens with it, and the last item serving a session takes the session
+(its open streams end); an item that takes a fresh id on redelivery (a profile's
+``fresh_id_on_redelivery``) keeps its session, but the tokens of its old id go with that id.
+So a server left running holds what its live and retained items need, whatever number of
+items went through it.  A restart rebuilds the bookkeeping from the restored items and lets
+go of the tokens and sessions no restored item uses.
+
 Every touch of a session happens under the server's lock, in synchronous code; a stream waits
 for changes outside it, on a future that a change resolves (as the long poll does).
 """
@@ -113,6 +122,12 @@ class SessionHub:
         self._server = server
         self._sessions: dict[str, Session] = {}
         self._grants: dict[str, _Grant] = {}
+        # The items created through the hub (environment → work id → the tokens minted for
+        # the item), and how many of them serve each session: what an item takes with it.
+        self._kept: dict[str, dict[str, list[str]]] = {}
+        self._holders: dict[str, int] = {}
+        # The tokens of items the hub did not create (put straight into an environment).
+        self._loose: dict[tuple[str, str], list[str]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     # -------------------------------------------------------------- for the server (locked)
@@ -141,20 +156,73 @@ class SessionHub:
         An item about a session the mock already has serves that session again.
         """
         data = work.body.data
-        if data.type != "session" or (parsed is None and data.id in self._sessions):
-            return
         env, now = work.body.environment_id, work.body.created_at
+        self._kept.setdefault(env, {})[work.id] = []
+        if data.type != "session":
+            return
+        self._holders[data.id] = self._holders.get(data.id, 0) + 1
+        if parsed is None and data.id in self._sessions:
+            return
         if parsed is None:
             session = Session.create(data.id, env, now)
         else:
             session = Session.create(data.id, env, now, status=parsed[0], script=parsed[1])
         self._keep(session)
 
-    def restore(self) -> None:
-        """Take the sessions and sessions tokens the server's state file holds (start-up)."""
+    def item_left(self, work: Work, renewed: Work | None) -> None:
+        """An environment let go of ``work`` (its ``on_drop``): the item's tokens go, and with
+        the last item serving it (``renewed`` is None: the item is gone), its session."""
+        env, work_id = work.body.environment_id, work.id
+        kept = self._kept.get(env, {})
+        tokens = kept.pop(work_id, None)
+        ours = tokens is not None  # created through the hub (counted in _holders)
+        if tokens is None:
+            tokens = self._loose.pop((env, work_id), [])
+        elif renewed is not None:
+            kept[renewed.id] = []  # the same item: its new id's tokens go with it in turn
         keeper = self._server._keeper
-        self._sessions.update(keeper.records("session", session_from_record))
-        self._grants.update(keeper.records("session_token", lambda g: _Grant(*map(str, g))))
+        for token in tokens:
+            del self._grants[token]
+            keeper.delete("session_token", token)
+        data = work.body.data
+        if renewed is not None or not ours or data.type != "session":
+            return
+        session_id = data.id
+        left = self._holders.get(session_id, 0) - 1
+        if left > 0:
+            self._holders[session_id] = left
+            return
+        self._holders.pop(session_id, None)
+        if self._sessions.pop(session_id, None) is not None:
+            keeper.delete("session", session_id)
+            self._wake(session_id)  # its streams end
+
+    def restore(self) -> None:
+        """Take the sessions and sessions tokens the server's state file holds (start-up),
+        keeping those a restored item uses."""
+        keeper = self._server._keeper
+        sessions = keeper.records("session", session_from_record)
+        for env_id, env in self._server._environments.items():
+            kept = self._kept[env_id] = {}
+            for item in env.item_states():
+                work = item.work
+                kept[work.id] = []
+                data = work.body.data
+                if data.type == "session" and data.id in sessions:
+                    self._holders[data.id] = self._holders.get(data.id, 0) + 1
+        for session_id, session in sessions.items():
+            if session_id in self._holders:
+                self._sessions[session_id] = session
+            else:
+                keeper.delete("session", session_id)  # no item uses it any more
+        grants = keeper.records("session_token", lambda g: _Grant(*map(str, g)))
+        for token, grant in grants.items():
+            tokens = self._kept.get(grant.environment_id, {}).get(grant.work_id)
+            if tokens is None:
+                keeper.delete("session_token", token)  # its item is gone
+            else:
+                tokens.append(token)
+                self._grants[token] = grant
 
     def _keep(self, session: Session) -> None:
         # Under the server's lock: the state file commits it with the call, before its answer.
@@ -167,7 +235,7 @@ class SessionHub:
         if session is None:
             raise NotFoundError(
                 f"session {session_id!r} not found; the mock has a session for every session "
-                "item created through it"
+                "item created through it, for as long as it keeps the item"
             )
         return session
 
@@ -178,8 +246,14 @@ class SessionHub:
         if secret is not None:
             return secret
         token = f"sesstok_{self._server._random.getrandbits(160):040x}"
-        grant = _Grant(work.body.environment_id, work.id, work.body.data.id)
+        env = work.body.environment_id
+        grant = _Grant(env, work.id, work.body.data.id)
         self._grants[token] = grant
+        kept = self._kept.get(env)
+        tokens = kept.get(work.id) if kept is not None else None
+        if tokens is None:  # an item put straight into the environment
+            tokens = self._loose.setdefault((env, work.id), [])
+        tokens.append(token)  # it goes with the item
         self._server._keeper.put("session_token", token, grant)  # (its record: the tuple)
         # json.dumps({"sessions_token": token, "api_base_url": base_url}), with the URL
         # quoted once per base URL (the token is hex: it needs no quoting).
@@ -297,6 +371,9 @@ class SessionHub:
         wake and end."""
         self._sessions.clear()
         self._grants.clear()
+        self._kept.clear()
+        self._holders.clear()
+        self._loose.clear()
         for session_id in list(self._waiters):
             self._wake(session_id)
 

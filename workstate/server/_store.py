@@ -260,6 +260,8 @@ class StateKeeper:
 
     def delete(self, kind: str, key: str) -> None:
         """Stage the deletion of (``kind``, ``key``), committed with this call."""
+        if not self.store.durable:
+            return  # memory is the state (an item that leaves takes its tokens' records)
         self._puts.pop((kind, key), None)
         self._deletes.add((kind, key))
 
