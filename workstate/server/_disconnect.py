@@ -83,8 +83,13 @@ class ClientWatch:
 
     def close(self) -> None:
         """Stop watching."""
-        if self._task is not None:
-            self._task.cancel()  # (a no-op once it has finished)
+        # Let go of the task: cancelled, it keeps its CancelledError, whose traceback holds
+        # the frame of _until_disconnect, which holds this watch.  Kept here, that would be a
+        # reference cycle per long poll, freed only by the collector (or never, once a full
+        # collection's survivors are frozen: see the server's _quiet_collector).
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()  # (a no-op once it has finished)
 
     async def _until_disconnect(self) -> None:
         receive = self._receive
