@@ -205,7 +205,7 @@ def test_the_state_file_lets_go_of_what_the_dropped_items_used(tmp_path: Path) -
     assert records(path, "session_token") == {kept_token}
     again = MockServer(clock=ManualClock(T0), seed=3, state=path, retain_stopped=1)
     assert held(again) == before == (1, 1, 1, 1, 0)
-    assert again.sessions._grants[kept_token].work_id == kept["id"]
+    assert again.sessions._grants[kept_token] == (ENV, kept["id"], kept["data"]["id"])
     again.close()
 
 

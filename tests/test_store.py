@@ -878,6 +878,23 @@ def test_a_session_record_that_does_not_restore_is_refused(path: Path) -> None:
     assert "does not restore: KeyError('script')" in start_error(path)
 
 
+def test_a_sessions_token_record_that_does_not_restore_is_refused(path: Path) -> None:
+    mock = MockServer(state=path, clock=ManualClock(T0))
+    mock.create_work(ENV)
+    with mock.lock:
+        env, now = mock._touch(ENV)
+        work = env.poll(now)
+        assert work is not None
+        mock.sessions.delivery_secret(work, "http://mock")
+    mock.close()
+    corrupt(
+        path, "UPDATE records SET value = '[\"env_only\", \"two\"]' WHERE kind = 'session_token'"
+    )
+    message = start_error(path)
+    assert "the session_token record 'sesstok_" in message
+    assert "does not restore: ValueError('not enough values to unpack" in message
+
+
 def test_reset_starts_the_state_file_afresh(path: Path) -> None:
     mock = MockServer(state=path, clock=ManualClock(T0))
     mock.create_work(ENV)

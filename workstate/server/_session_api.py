@@ -50,7 +50,7 @@ import functools
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -92,13 +92,15 @@ def _token_paths() -> tuple[re.Pattern[str], re.Pattern[str]]:
 _Parsed = tuple[SessionStatus, tuple[Step, ...]]
 
 
-class _Grant(NamedTuple):
-    """What one sessions token authorizes: one item and its session.  (A tuple of three
-    strings: one is kept for every delivery, and the collector stops walking such tuples.)"""
+_Grant = tuple[str, str, str]
+"""What one sessions token authorizes: one item and its session, as (environment id, work id,
+session id).  A plain tuple of strings, not a named one: one is kept for every delivery, and
+the collector stops tracking a plain tuple of strings once it has seen it, never a subclass's."""
 
-    environment_id: str
-    work_id: str
-    session_id: str
+
+def _grant(record: Any) -> _Grant:
+    environment_id, work_id, session_id = map(str, record)
+    return environment_id, work_id, session_id
 
 
 @functools.lru_cache(maxsize=64)
@@ -215,9 +217,9 @@ class SessionHub:
                 self._sessions[session_id] = session
             else:
                 keeper.delete("session", session_id)  # no item uses it any more
-        grants = keeper.records("session_token", lambda g: _Grant(*map(str, g)))
+        grants = keeper.records("session_token", _grant)
         for token, grant in grants.items():
-            tokens = self._kept.get(grant.environment_id, {}).get(grant.work_id)
+            tokens = self._kept.get(grant[0], {}).get(grant[1])
             if tokens is None:
                 keeper.delete("session_token", token)  # its item is gone
             else:
@@ -247,7 +249,7 @@ class SessionHub:
             return secret
         token = f"sesstok_{self._server._random.getrandbits(160):040x}"
         env = work.body.environment_id
-        grant = _Grant(env, work.id, work.body.data.id)
+        grant = (env, work.id, work.body.data.id)
         self._grants[token] = grant
         kept = self._kept.get(env)
         tokens = kept.get(work.id) if kept is not None else None
@@ -272,9 +274,9 @@ class SessionHub:
         item_path, session_path = _token_paths()
         item = item_path.fullmatch(path)
         if item is not None:
-            return item.groups() == (grant.environment_id, grant.work_id)
+            return item.groups() == grant[:2]
         session = session_path.fullmatch(path)
-        return session is not None and session.group(1) == grant.session_id
+        return session is not None and session.group(1) == grant[2]
 
     # -------------------------------------------------------------- routes
     def routes(self) -> list[Route]:
