@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pathlib
 import socket
 import sys
 import time
@@ -570,13 +571,24 @@ def _every_kind_of_request(client: Any, base: str) -> None:
 
 
 def _a_session_stream(client: Any) -> None:
+    """A session's stream to its end, then its other calls and their rejections."""
     script = {"session": {"script": [{"terminate": {}}]}}
     session = client.post("/mock/environments/env_garbage/work", json=script).json()
-    with client.stream("GET", f"/v1/sessions/{session['data']['id']}/events/stream") as stream:
+    one = f"/v1/sessions/{session['data']['id']}"
+    with client.stream("GET", f"{one}/events/stream") as stream:
         assert "event: session.status_terminated" in list(stream.iter_lines())
+    message = {"events": [{"type": "user.message", "content": []}]}
+    assert client.post(f"{one}/events", json=message).status_code == 409  # terminated
+    assert client.post(f"{one}/events", json={"bogus": 1}).status_code == 400
+    assert client.get(f"{one}/events", params={"limit": "x"}).status_code == 400
+    assert client.get(f"{one}/events").status_code == 200
+    assert client.get(f"/mock/sessions/{session['data']['id']}").status_code == 200
 
 
-def test_no_kind_of_request_leaves_garbage_for_the_collector() -> None:
+@pytest.mark.parametrize("served", ["in memory", "with a state file", "with an API key"])
+def test_no_kind_of_request_leaves_garbage_for_the_collector(
+    served: str, tmp_path: pathlib.Path
+) -> None:
     """What survives a middle collection is frozen (``_cli._freeze_survivors``), so a
     reference cycle a request leaves behind would never be freed.  With the collector off,
     every kind of request leaves none (a long poll whose client left mid-wait once left its
@@ -588,8 +600,18 @@ def test_no_kind_of_request_leaves_garbage_for_the_collector() -> None:
 
     from workstate.server import serve_in_thread
 
-    server = MockServer(retain_stopped=1, max_body_bytes=65_536)
-    with serve_in_thread(server) as base, httpx2.Client(base_url=base) as client:
+    options: dict[str, Any] = {"retain_stopped": 1, "max_body_bytes": 65_536}
+    headers = {}
+    if served == "with a state file":
+        options["state"] = tmp_path / "state.db"
+    elif served == "with an API key":
+        options["api_key"] = "sk-garbage"
+        headers["x-api-key"] = "sk-garbage"  # (the abandoned polls go without: a 401 each)
+    server = MockServer(**options)
+    with (
+        serve_in_thread(server) as base,
+        httpx2.Client(base_url=base, headers=headers) as client,
+    ):
         _every_kind_of_request(client, base)  # (first calls load and cache what they use)
         _a_session_stream(client)
         gc.collect()
@@ -615,6 +637,7 @@ def test_no_kind_of_request_leaves_garbage_for_the_collector() -> None:
             gc.set_debug(0)
             gc.garbage.clear()
             gc.enable()
+    server.close()
     assert ours == []
 
 
