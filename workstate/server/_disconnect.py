@@ -85,7 +85,7 @@ class ClientWatch:
         """Stop watching."""
         # Let go of the task: cancelled, it keeps its CancelledError, whose traceback holds
         # the frame of _until_disconnect, which holds this watch.  Kept here, that would be a
-        # reference cycle per long poll, freed only by the collector (or never, once a full
+        # reference cycle per long poll, freed only by the collector (or never, once a
         # collection's survivors are frozen: see the server's _quiet_collector).
         task, self._task = self._task, None
         if task is not None:

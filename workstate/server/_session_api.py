@@ -126,10 +126,11 @@ class SessionHub:
         self._grants: dict[str, _Grant] = {}
         # The items created through the hub (environment → work id → the tokens minted for
         # the item), and how many of them serve each session: what an item takes with it.
-        self._kept: dict[str, dict[str, list[str]]] = {}
+        # (Tuples: the empty one is shared, and the collector stops tracking the others.)
+        self._kept: dict[str, dict[str, tuple[str, ...]]] = {}
         self._holders: dict[str, int] = {}
         # The tokens of items the hub did not create (put straight into an environment).
-        self._loose: dict[tuple[str, str], list[str]] = {}
+        self._loose: dict[tuple[str, str], tuple[str, ...]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     # -------------------------------------------------------------- for the server (locked)
@@ -159,7 +160,7 @@ class SessionHub:
         """
         data = work.body.data
         env, now = work.body.environment_id, work.body.created_at
-        self._kept.setdefault(env, {})[work.id] = []
+        self._kept.setdefault(env, {})[work.id] = ()
         if data.type != "session":
             return
         self._holders[data.id] = self._holders.get(data.id, 0) + 1
@@ -179,9 +180,9 @@ class SessionHub:
         tokens = kept.pop(work_id, None)
         ours = tokens is not None  # created through the hub (counted in _holders)
         if tokens is None:
-            tokens = self._loose.pop((env, work_id), [])
+            tokens = self._loose.pop((env, work_id), ())
         elif renewed is not None:
-            kept[renewed.id] = []  # the same item: its new id's tokens go with it in turn
+            kept[renewed.id] = ()  # the same item: its new id's tokens go with it in turn
         keeper = self._server._keeper
         for token in tokens:
             del self._grants[token]
@@ -208,7 +209,7 @@ class SessionHub:
             kept = self._kept[env_id] = {}
             for item in env.item_states():
                 work = item.work
-                kept[work.id] = []
+                kept[work.id] = ()
                 data = work.body.data
                 if data.type == "session" and data.id in sessions:
                     self._holders[data.id] = self._holders.get(data.id, 0) + 1
@@ -219,11 +220,12 @@ class SessionHub:
                 keeper.delete("session", session_id)  # no item uses it any more
         grants = keeper.records("session_token", _grant)
         for token, grant in grants.items():
-            tokens = self._kept.get(grant[0], {}).get(grant[1])
+            kept = self._kept.get(grant[0], {})
+            tokens = kept.get(grant[1])
             if tokens is None:
                 keeper.delete("session_token", token)  # its item is gone
             else:
-                tokens.append(token)
+                kept[grant[1]] = (*tokens, token)
                 self._grants[token] = grant
 
     def _keep(self, session: Session) -> None:
@@ -251,11 +253,11 @@ class SessionHub:
         env = work.body.environment_id
         grant = (env, work.id, work.body.data.id)
         self._grants[token] = grant
-        kept = self._kept.get(env)
-        tokens = kept.get(work.id) if kept is not None else None
-        if tokens is None:  # an item put straight into the environment
-            tokens = self._loose.setdefault((env, work.id), [])
-        tokens.append(token)  # it goes with the item
+        kept = self._kept.get(env)  # (the token goes with the item)
+        if kept is not None and work.id in kept:
+            kept[work.id] = (*kept[work.id], token)
+        else:  # an item put straight into the environment
+            self._loose[env, work.id] = (*self._loose.get((env, work.id), ()), token)
         self._server._keeper.put("session_token", token, grant)  # (its record: the tuple)
         # json.dumps({"sessions_token": token, "api_base_url": base_url}), with the URL
         # quoted once per base URL (the token is hex: it needs no quoting).
