@@ -77,10 +77,10 @@ def full_state(server: Any) -> Any:
         waiters = {k: len(v) for k, v in server._waiters.items()}
         hub = server.sessions
         sessions = (
-            dict(hub._sessions),
-            dict(hub._grants),
+            dict(hub._sessions.items()),
+            dict(hub._grants.items()),
             {k: sorted(v.items()) for k, v in hub._kept.items()},
-            dict(hub._holders),
+            dict(hub._holders.items()),
             dict(hub._loose),
             {k: len(v) for k, v in hub._waiters.items()},
         )

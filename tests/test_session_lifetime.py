@@ -111,10 +111,10 @@ def test_a_session_served_by_two_items_goes_with_the_last_of_them() -> None:
             again = {"data": {"type": "session", "id": sid}}  # serves the same session again
             second = (await client.post(f"/mock/environments/{ENV}/work", json=again)).json()
             assert held(server)[0] == 1
-            assert server.sessions._holders == {sid: 2}
+            assert dict(server.sessions._holders.items()) == {sid: 2}
             await client.post(f"{WORK}/{first}/stop", json={"force": True})
             await client.get(f"{WORK}/stats")  # the first one goes
-            assert server.sessions._holders == {sid: 1}
+            assert dict(server.sessions._holders.items()) == {sid: 1}
             assert (await client.get(f"/v1/sessions/{sid}")).status_code == 200
             await client.post(f"{WORK}/{second['id']}/stop", json={"force": True})
             await client.get(f"{WORK}/stats")

@@ -54,6 +54,10 @@ class ShardedDict(Generic[_K, _V]):
     >>> d["a"] = 1; d["b"] = 2; del d["a"]; d["b"] = 3
     >>> len(d), "a" in d, d.get("b"), d["b"], sorted(d), list(d.values())
     (1, False, 3, 3, ['b'], [3])
+    >>> d["c"] = 4; d.pop("c"), d.pop("c"), len(d), list(d.items())
+    (4, None, 1, [('b', 3)])
+    >>> d.clear(); len(d), list(d)
+    (0, [])
     """
 
     __slots__ = ("_len", "shards")
@@ -93,6 +97,25 @@ class ShardedDict(Generic[_K, _V]):
         """Every value, shard by shard (in no useful order)."""
         for shard in self.shards:
             yield from shard.values()
+
+    def items(self) -> Iterator[tuple[_K, _V]]:
+        """Every key and value, shard by shard (in no useful order)."""
+        for shard in self.shards:
+            yield from shard.items()
+
+    def pop(self, key: _K) -> _V | None:
+        """Remove ``key``; its value, or None if it was not there."""
+        shard = self.shards[hash(key) & 255]
+        if key not in shard:
+            return None
+        self._len -= 1
+        return shard.pop(key)
+
+    def clear(self) -> None:
+        """Remove every key."""
+        for shard in self.shards:
+            shard.clear()
+        self._len = 0
 
 
 class SeqSet:
