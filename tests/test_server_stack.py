@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import pathlib
 import socket
@@ -534,46 +535,55 @@ def test_requests_over_http_leave_no_request_cycles_for_the_collector() -> None:
     assert left <= 1  # (at most the connection's current one)
 
 
+_ENVIRONMENTS = itertools.count()
+
+
 def _every_kind_of_request(client: Any, base: str) -> None:
     """One of each: the work API's calls and their rejections, long polls that time out or
     are abandoned, fault rules, the harness's views, a body too large."""
     import httpx2
 
-    env = "/v1/environments/env_garbage/work"
-    item = client.post("/mock/environments/env_garbage/work").json()
-    polled = client.get(f"{env}/poll").json()
+    def expect(status: int, response: Any) -> Any:
+        assert response.status_code == status, response.text
+        return response
+
+    name = f"env_garbage_{next(_ENVIRONMENTS)}"  # a fresh queue: the long polls find nothing
+    env = f"/v1/environments/{name}/work"
+    item = expect(200, client.post(f"/mock/environments/{name}/work")).json()
+    polled = expect(200, client.get(f"{env}/poll")).json()
     one = f"{env}/{polled['id']}"
-    client.post(f"{one}/ack")
-    client.post(f"{one}/heartbeat")
-    client.post(f"{one}/heartbeat", params={"expected_last_heartbeat": "2020-01-01T00:00:00Z"})
-    client.get(f"{env}/work_absent")
-    client.post(f"{one}/ack")  # 409
-    client.get(f"{env}/poll", params={"block_ms": 30})  # waits, then answers null
+    expect(200, client.post(f"{one}/ack"))
+    expect(200, client.post(f"{one}/heartbeat"))
+    stale = {"expected_last_heartbeat": "2020-01-01T00:00:00Z"}
+    expect(412, client.post(f"{one}/heartbeat", params=stale))
+    expect(404, client.get(f"{env}/work_absent"))
+    expect(200, client.post(f"{one}/ack"))  # a retry that changes nothing
+    assert expect(200, client.get(f"{env}/poll", params={"block_ms": 30})).json() is None
     with contextlib.suppress(httpx2.TimeoutException):  # a client that leaves mid-wait
-        httpx2.get(f"{base}{env}/poll", params={"block_ms": 2000}, timeout=0.05)
-    client.post(f"{one}/stop", json={"bogus": 1})  # 400
-    client.post(f"{one}/stop", json={"force": True})
-    client.get(f"/v1/sessions/{item['data']['id']}")
-    client.get(f"{env}/stats")
-    client.get(env)
-    client.get("/no/such/route")
-    client.put(f"{env}/stats")  # 405
+        httpx2.get(f"{base}{env}/poll", params={"block_ms": 900}, timeout=0.05)
+    expect(400, client.post(f"{one}/stop", json={"bogus": 1}))
+    expect(204, client.post(f"{one}/stop", json={"force": True}))
+    expect(200, client.get(f"/v1/sessions/{item['data']['id']}"))
+    expect(200, client.get(f"{env}/stats"))
+    expect(200, client.get(env))
+    expect(404, client.get("/no/such/route"))
+    expect(405, client.put(f"{env}/stats"))
     rule = {"match": {"operation": "heartbeat"}, "times": 1, "effect": {"status": 503}}
-    client.post("/mock/faults", json=rule)
-    client.post(f"{one}/heartbeat")  # the rule answers
+    expect(200, client.post("/mock/faults", json=rule))
+    expect(503, client.post(f"{one}/heartbeat"))  # the rule answers
     rule = {"match": {"operation": "get"}, "times": 1, "effect": {"delay_ms": 5}}
-    client.post("/mock/faults", json=rule)
-    client.get(one)
-    client.get("/mock/journal", params={"since": 10**9})
-    client.get("/mock/health")
-    client.get("/mock/faults")
-    client.post(f"{env}/work_absent/stop", content=b"x" * 70_000)  # 413
+    expect(200, client.post("/mock/faults", json=rule))
+    expect(200, client.get(one))
+    expect(200, client.get("/mock/journal", params={"since": 10**9}))
+    expect(200, client.get("/mock/health"))
+    expect(200, client.get("/mock/faults"))
+    expect(413, client.post(f"{env}/work_absent/stop", content=b"x" * 70_000))
 
 
 def _a_session_stream(client: Any) -> None:
     """A session's stream to its end, then its other calls and their rejections."""
     script = {"session": {"script": [{"terminate": {}}]}}
-    session = client.post("/mock/environments/env_garbage/work", json=script).json()
+    session = client.post("/mock/environments/env_garbage_sessions/work", json=script).json()
     one = f"/v1/sessions/{session['data']['id']}"
     with client.stream("GET", f"{one}/events/stream") as stream:
         assert "event: session.status_terminated" in list(stream.iter_lines())
@@ -620,9 +630,8 @@ def test_no_kind_of_request_leaves_garbage_for_the_collector(
         try:
             for _ in range(3):
                 _every_kind_of_request(client, base)
-            time.sleep(0.2)  # the abandoned polls end
-            _a_session_stream(client)  # (last: run before the abandoned polls end, it hides
-            # their cycle from this check, as seen without the fix in _disconnect)
+            time.sleep(1)  # the abandoned polls end (after their 900 ms)
+            _a_session_stream(client)
             gc.collect()
             ours = [
                 o
