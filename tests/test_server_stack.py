@@ -601,8 +601,8 @@ def test_no_kind_of_request_leaves_garbage_for_the_collector(
 ) -> None:
     """What survives a middle collection is frozen (``_cli._freeze_survivors``), so a
     reference cycle a request leaves behind would never be freed.  With the collector off,
-    every kind of request leaves none (a long poll whose client left mid-wait once left its
-    cancelled client watch in one)."""
+    every kind of request leaves none (every long poll that waited once left its cancelled
+    client watch in one)."""
     import gc
     import types
 
