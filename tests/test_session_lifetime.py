@@ -206,6 +206,8 @@ def test_the_state_file_lets_go_of_what_the_dropped_items_used(tmp_path: Path) -
     again = MockServer(clock=ManualClock(T0), seed=3, state=path, retain_stopped=1)
     assert held(again) == before == (1, 1, 1, 1, 0)
     assert again.sessions._grants[kept_token] == (ENV, kept["id"], kept["data"]["id"])
+    # The hub took the loaded records over: the keeper holds no second copy of them.
+    assert again._keeper.records("session") == again._keeper.records("session_token") == {}
     again.close()
 
 

@@ -445,6 +445,10 @@ def test_keyed_records_are_committed_with_the_call_and_loaded_at_start(path: Pat
     assert again._keeper.records("nothing") == {}
     assert again._keeper.record("note", "n1") == {"events": [1, 2]}  # loaded
     assert again._keeper.record("note", "n2") is None
+    assert again._keeper.records("note", forget=True) == {"n1": {"events": [1, 2]}}
+    assert again._keeper.records("note") == {}  # handed over once
+    assert again._keeper.record("note", "n1") is None
+    assert again._keeper.records("fault") == {"f1": {"again": True}}  # the others stay
     again.close()
 
 

@@ -210,7 +210,7 @@ class SessionHub:
         """Take the sessions and sessions tokens the server's state file holds (start-up),
         keeping those a restored item uses."""
         keeper = self._server._keeper
-        sessions = keeper.records("session", session_from_record)
+        sessions = keeper.records("session", session_from_record, forget=True)
         for env_id, env in self._server._environments.items():
             restored: ShardedDict[str, tuple[str, ...]] = ShardedDict()
             self._kept[env_id] = restored
@@ -225,7 +225,7 @@ class SessionHub:
                 self._sessions[session_id] = session
             else:
                 keeper.delete("session", session_id)  # no item uses it any more
-        grants = keeper.records("session_token", _grant)
+        grants = keeper.records("session_token", _grant, forget=True)
         for token, grant in grants.items():
             of_env = self._kept.get(grant[0])
             tokens = None if of_env is None else of_env.get(grant[1])

@@ -193,10 +193,16 @@ class StateKeeper:
                 raise StateFileError(path, f"does not restore: {exc.message}") from None
         return now, environments
 
-    def records(self, kind: str, parse: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    def records(
+        self, kind: str, parse: Callable[[Any], Any] | None = None, *, forget: bool = False
+    ) -> dict[str, Any]:
         """The keyed records of ``kind`` loaded at start-up: key → JSON value (or ``parse``'s
-        answer for it; a record it refuses is a :class:`StateFileError` naming it)."""
+        answer for it; a record it refuses is a :class:`StateFileError` naming it).  With
+        ``forget`` they are handed over once: the keeper lets go of its copy (a state file's
+        sessions would otherwise be held twice for the server's life)."""
         loaded = self._records.get(kind, {})
+        if forget and kind in self._records:
+            self._records = {k: v for k, v in self._records.items() if k != kind}
         if parse is None:
             return dict(loaded)
         out = {}
