@@ -4,8 +4,10 @@ server's full state for "nothing changed" checks, and the ways the server tests 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -129,3 +131,9 @@ def record_serve(
 
     monkeypatch.setattr(_cli, "serve", fake_serve)
     return seen
+
+
+def decode_secret(secret: str) -> dict[str, Any]:
+    """The JSON payload of a minted ``secret`` (unpadded base64url, as the SDK decodes it)."""
+    assert "=" not in secret
+    return json.loads(base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4)))  # type: ignore[no-any-return]

@@ -20,6 +20,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from helpers import decode_secret as decode
 from sdk_shapes import strictly
 
 from workstate import ANTHROPIC, ManualClock, WorkData
@@ -87,11 +88,6 @@ def poll(http: httpx2.Client, env: str) -> dict[str, Any]:
     r = http.get(f"/v1/environments/{env}/work/poll", params={"reclaim_older_than_ms": 1})
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
-
-
-def decode(secret: str) -> dict[str, Any]:
-    assert "=" not in secret
-    return json.loads(base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4)))  # type: ignore[no-any-return]
 
 
 def read_frames(lines: Iterator[str], count: int) -> list[tuple[str, dict[str, Any]]]:

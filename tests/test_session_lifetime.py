@@ -8,17 +8,15 @@ manual clock; the state file's part restarts the server on the same file.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime as dt
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx2
-from helpers import asgi_client, served_http
+from helpers import asgi_client, decode_secret, served_http
 
 from workstate import ANTHROPIC, ManualClock, WorkData
 from workstate.server import MockServer
@@ -30,9 +28,7 @@ WORK = f"/v1/environments/{ENV}/work"
 
 
 def token_of(polled: dict[str, Any]) -> str:
-    secret = polled["secret"]
-    payload = json.loads(base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4)))
-    return str(payload["sessions_token"])
+    return str(decode_secret(polled["secret"])["sessions_token"])
 
 
 def held(server: MockServer) -> tuple[int, int, int, int, int]:

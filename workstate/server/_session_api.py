@@ -169,7 +169,7 @@ class SessionHub:
         kept[work.id] = ()
         if data.type != "session":
             return
-        self._holders[data.id] = (self._holders.get(data.id) or 0) + 1
+        self._hold(data.id)
         if parsed is None and data.id in self._sessions:
             return
         if parsed is None:
@@ -177,6 +177,10 @@ class SessionHub:
         else:
             session = Session.create(data.id, env, now, status=parsed[0], script=parsed[1])
         self._keep(session)
+
+    def _hold(self, session_id: str) -> None:
+        """One more item serves ``session_id``."""
+        self._holders[session_id] = (self._holders.get(session_id) or 0) + 1
 
     def item_left(self, work: Work, renewed: Work | None) -> None:
         """An environment let go of ``work`` (its ``on_drop``): the item's tokens go, and with
@@ -219,7 +223,7 @@ class SessionHub:
                 restored[work.id] = ()
                 data = work.body.data
                 if data.type == "session" and data.id in sessions:
-                    self._holders[data.id] = (self._holders.get(data.id) or 0) + 1
+                    self._hold(data.id)
         for session_id, session in sessions.items():
             if session_id in self._holders:
                 self._sessions[session_id] = session
